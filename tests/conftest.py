@@ -1,0 +1,74 @@
+"""Shared fixtures: a small real sample, a tiny random BERT, an isolated configuration."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+NETFLIX = REPO / "trending_assets" / "data" / "netflix_titles_genres.csv.gz"
+
+# Libraries that would otherwise phone home or print progress bars.
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def netflix() -> pd.DataFrame:
+    return pd.read_csv(NETFLIX, keep_default_na=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer BERT with the bundled MiniLM tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from trending_assets.ml.bert import bundled_model_path
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(bundled_model_path(), local_files_only=True)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_test_configs(folder: Path, root: Path, tiny_bert_dir: Path,
+                       extra: dict | None = None) -> Path:
+    """configs/ copied to `folder` with a local overlay sized for tests."""
+    shutil.copytree(REPO / "configs", folder, dirs_exist_ok=True)
+    overlay = {
+        "environment": "local",
+        "executor": "in_process",
+        "storage": {"root": str(root / "artifacts"), "landing": str(root / "landing"),
+                    "seed_sample": False},
+        "tracking": {"mode": "offline", "dir": str(root / "wandb")},
+        "data": {"min_rows": 100},
+        "xgboost": {"n_estimators": 30, "k_best_features": 500},
+        "bert": {"model_path": str(tiny_bert_dir), "epochs": 1, "batch_size": 16},
+        "gates": {f: {"min_macro_f1": 0.0, "min_micro_f1": 0.0}
+                  for f in ("reference", "xgboost", "bert")},
+    }
+    if extra:
+        from trending_assets.settings import deep_merge
+
+        overlay = deep_merge(overlay, extra)
+    (folder / "local.yaml").write_text(yaml.safe_dump(overlay))
+    return folder
+
+
+@pytest.fixture
+def pipeline_env(tmp_path: Path, tiny_bert_dir: Path, netflix: pd.DataFrame) -> dict[str, Path]:
+    """An isolated root with one landing file of 800 real titles and a test configuration."""
+    root = tmp_path / "root"
+    (root / "landing").mkdir(parents=True)
+    netflix.sample(800, random_state=0).to_csv(root / "landing" / "batch-001.csv", index=False)
+    config_dir = write_test_configs(tmp_path / "configs", root, tiny_bert_dir)
+    return {"root": root, "config_dir": config_dir, "landing": root / "landing"}

@@ -1,0 +1,1 @@
+"""Thin asset functions: read inputs, call ml/, return results with lineage metadata."""

@@ -1,0 +1,56 @@
+"""training_data -> data_splits -> tfidf_features."""
+
+from dataclasses import asdict
+
+import pandas as pd
+from dagster import AssetExecutionContext, MetadataValue, Output, asset
+
+from trending_assets.lineage import as_metadata, lineage, measured, table_version
+from trending_assets.ml.dataset import TitleSplits, assign_splits, genres_present
+from trending_assets.ml.taxonomy import Taxonomy
+from trending_assets.ml.tfidf import TfidfEncoder, TfidfFeatures, TfidfParams
+from trending_assets.settings import SettingsResource
+
+
+@asset(
+    group_name="features", kinds={"pandas"},
+    description="Train/validation/test split by a salted hash of the title id: a title "
+                "never changes side when rows are added.",
+)
+def data_splits(
+    context: AssetExecutionContext, settings: SettingsResource, training_data: pd.DataFrame
+) -> Output[TitleSplits]:
+    config = settings.get()
+    split = config.data.split
+    with measured() as figures:
+        table = assign_splits(training_data, split.val_fraction, split.test_fraction, split.salt)
+        splits = TitleSplits(table, genres_present(table["labels"], Taxonomy.from_config(
+            settings.taxonomy())))
+    return Output(splits, metadata={
+        **as_metadata(lineage(context, config, table_version(table)), figures),
+        **{f"{name}_rows": n for name, n in splits.counts().items()},
+        "genres": splits.genres,
+    })
+
+
+@asset(
+    group_name="features", kinds={"scikitlearn"},
+    description="TF-IDF word n-grams fitted on the train split only.",
+)
+def tfidf_features(
+    context: AssetExecutionContext, settings: SettingsResource, data_splits: TitleSplits
+) -> Output[TfidfFeatures]:
+    config = settings.get()
+    params = TfidfParams(**config.tfidf.model_dump())
+    with measured() as figures:
+        encoder = TfidfEncoder.fit(data_splits.texts("train"), params)
+        features = TfidfFeatures(
+            encoder, data_splits.genres,
+            encoder.transform(data_splits.texts("train")), data_splits.labels("train"),
+            encoder.transform(data_splits.texts("val")), data_splits.labels("val"),
+        )
+    return Output(features, metadata={
+        **as_metadata(lineage(context, config, table_version(data_splits.table)), figures),
+        "n_features": encoder.n_features,
+        "params": MetadataValue.json(asdict(params)),
+    })

@@ -1,0 +1,1 @@
+"""Sensors, jobs and schedules: what starts runs."""

@@ -1,0 +1,1 @@
+"""Quality gates: data suites (Great Expectations) and model gates."""

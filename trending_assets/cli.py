@@ -1,0 +1,169 @@
+"""`python -m trending_assets.cli run`: ingest new landing files, train, print a summary.
+
+The same work the landing sensor and the UI start, for a terminal: it uses the Dagster
+instance under $DAGSTER_HOME, so every run shows in `dagster dev` afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from importlib import resources as package_files
+
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    DagsterInstance,
+    DagsterRunStatus,
+    RunsFilter,
+    execute_job,
+    reconstructable,
+)
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecordStatus,  # no public export; the UI's GraphQL layer uses it too
+)
+
+from trending_assets import definitions
+from trending_assets.assets.ingestion import landing_files
+from trending_assets.automation.landing import (
+    landing_keys,
+    training_job,
+    unprocessed_landing_files,
+)
+from trending_assets.settings import Settings, load_settings
+
+SAMPLE_FILE = "netflix_titles_genres.csv.gz"
+FAMILIES = ("reference", "xgboost", "bert")
+MANUAL_TAGS = {"trending/trigger": "cli"}
+
+
+def seed_landing(settings: Settings, instance: DagsterInstance) -> str | None:
+    """Place the bundled sample in an empty landing area on the very first run."""
+    store = definitions.build_resources(settings)["landing"].open()
+    if (not settings.storage.seed_sample or landing_keys(store)
+            or instance.get_dynamic_partitions(landing_files.name)):
+        return None
+    data = package_files.files("trending_assets.data").joinpath(SAMPLE_FILE).read_bytes()
+    store.put_bytes(SAMPLE_FILE, data)
+    return store.uri_of(SAMPLE_FILE)
+
+
+def ingest_new_files(settings: Settings, instance: DagsterInstance) -> tuple[list[str], list[str]]:
+    """Materialize raw_titles for every unprocessed landing file: (ingested, failed)."""
+    store = definitions.build_resources(settings)["landing"].open()
+    ingested, failed = [], []
+    for key in unprocessed_landing_files(store, instance):
+        if not instance.has_dynamic_partition(landing_files.name, key):
+            instance.add_dynamic_partitions(landing_files.name, [key])
+        result = execute_job(
+            reconstructable(definitions.ingest_job_def), instance,
+            tags={**MANUAL_TAGS, "dagster/partition": key}, raise_on_error=False,
+        )
+        (ingested if result.success else failed).append(key)
+    return ingested, failed
+
+
+def last_training_succeeded(instance: DagsterInstance) -> bool:
+    runs = instance.get_runs(RunsFilter(job_name=training_job.name), limit=1)
+    return bool(runs) and runs[0].status == DagsterRunStatus.SUCCESS
+
+
+@dataclass
+class SummaryRow:
+    model: str
+    macro_f1: float | None
+    micro_f1: float | None
+    gate: str
+    version: str
+
+
+def summarize(instance: DagsterInstance, run_id: str | None) -> list[SummaryRow]:
+    """One row per model family from the latest evaluations, gates and registrations."""
+    rows = []
+    for family in FAMILIES:
+        evaluation = _latest_metadata(instance, f"{family}_evaluation")
+        gate = _latest_check(instance, f"{family}_evaluation", f"{family}_meets_thresholds")
+        registered = _latest_metadata(instance, f"registered_{family}_model")
+        same_run = registered.get("dagster_run_id") == run_id if run_id else True
+        if family == "reference":
+            version = "not registered (baseline)"
+        elif registered and same_run:
+            version = f"v{registered['version']} ({', '.join(registered['aliases'])})"
+        else:
+            version = "not registered"
+        rows.append(SummaryRow(family, evaluation.get("macro_f1"), evaluation.get("micro_f1"),
+                               gate, version))
+    return rows
+
+
+def _latest_metadata(instance: DagsterInstance, asset: str) -> dict:
+    event = instance.get_latest_materialization_event(AssetKey(asset))
+    if event is None or event.asset_materialization is None:
+        return {}
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def _latest_check(instance: DagsterInstance, asset: str, check: str) -> str:
+    key = AssetCheckKey(AssetKey(asset), check)
+    record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key]).get(key)
+    if record is None or record.status == AssetCheckExecutionRecordStatus.PLANNED:
+        return "not run"
+    if record.status == AssetCheckExecutionRecordStatus.SUCCEEDED:
+        return "passed"
+    evaluation = record.event.dagster_event.event_specific_data if record.event else None
+    return f"FAILED: {getattr(evaluation, 'description', None) or 'see the Dagster UI'}"
+
+
+def format_summary(rows: list[SummaryRow]) -> str:
+    header = ("model", "test macro-F1", "test micro-F1", "gate", "registry version")
+    cells = [header] + [
+        (r.model, "-" if r.macro_f1 is None else f"{r.macro_f1:.3f}",
+         "-" if r.micro_f1 is None else f"{r.micro_f1:.3f}", r.gate, r.version)
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run(force: bool) -> int:
+    settings = load_settings()
+    instance = DagsterInstance.get()
+    seeded = seed_landing(settings, instance)
+    if seeded:
+        print(f"placed the bundled sample in the landing area: {seeded}")
+    ingested, failed = ingest_new_files(settings, instance)
+    print(f"landing files ingested: {ingested or 'none new'}")
+    if failed:
+        print(f"landing files that could not be ingested (see the Dagster UI): {failed}")
+    run_id = None
+    if ingested or force or not last_training_succeeded(instance):
+        result = execute_job(reconstructable(definitions.training_job_def), instance,
+                             tags=MANUAL_TAGS, raise_on_error=False)
+        run_id = result.run_id
+        print(f"training run {run_id}: {'succeeded' if result.success else 'FAILED'}")
+    else:
+        print("no new landing files and the last training run succeeded: nothing to retrain "
+              "(use --force to retrain anyway)")
+    print()
+    print(format_summary(summarize(instance, run_id)))
+    return 0 if run_id is None or result.success else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trending_assets.cli", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="ingest new landing files, train, print a summary")
+    run_parser.add_argument("--force", action="store_true", help="retrain even with no new data")
+    sub.add_parser("summary", help="print the summary of the latest models")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return run(args.force)
+    print(format_summary(summarize(DagsterInstance.get(), None)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

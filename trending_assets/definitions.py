@@ -1,0 +1,78 @@
+"""The code location: one Definitions object; resources and executor chosen by APP_ENV."""
+
+from dagster import Definitions, ExecutorDefinition, multiprocess_executor
+
+from resources.io_manager import ArtifactIOManager
+from resources.registry import ModelRegistryResource
+from resources.storage import ArtifactStoreResource
+from resources.tracking import WandbTracker
+from trending_assets.assets.evaluation import (
+    bert_evaluation,
+    reference_evaluation,
+    xgboost_evaluation,
+)
+from trending_assets.assets.features import data_splits, tfidf_features
+from trending_assets.assets.ingestion import raw_titles, training_data
+from trending_assets.assets.registry import registered_bert_model, registered_xgboost_model
+from trending_assets.assets.training import bert_model, reference_model, xgboost_model
+from trending_assets.automation.landing import ingest_job, landing_sensor, training_job
+from trending_assets.settings import Settings, SettingsResource, load_settings
+
+ASSETS = [
+    raw_titles, training_data, data_splits, tfidf_features,
+    reference_model, xgboost_model, bert_model,
+    reference_evaluation, xgboost_evaluation, bert_evaluation,
+    registered_xgboost_model, registered_bert_model,
+]
+
+
+def build_resources(settings: Settings, overrides: str = "{}") -> dict[str, object]:
+    """Resources for the environment; `overrides` (JSON) adjusts settings, e.g. in tests."""
+    artifacts = ArtifactStoreResource(
+        uri=settings.storage.root, s3_endpoint_url=settings.storage.s3_endpoint_url)
+    return {
+        "settings": SettingsResource(env=settings.environment, config_dir=settings.config_dir,
+                                     overrides_json=overrides),
+        "io_manager": ArtifactIOManager(store=artifacts),
+        "landing": ArtifactStoreResource(
+            uri=settings.storage.landing, s3_endpoint_url=settings.storage.s3_endpoint_url),
+        "registry": ModelRegistryResource(store=artifacts),
+        "tracker": WandbTracker(
+            mode=settings.tracking.mode, project=settings.tracking.project,
+            entity=settings.tracking.entity, dir=settings.tracking.dir),
+    }
+
+
+def build_executor(settings: Settings) -> ExecutorDefinition | None:
+    if settings.executor == "k8s":
+        from dagster_k8s import k8s_job_executor  # only the cluster image needs it loaded
+
+        return k8s_job_executor
+    if settings.executor == "in_process":
+        from dagster import in_process_executor
+
+        return in_process_executor
+    # Two cores here: more parallel steps would only fight over them.
+    return multiprocess_executor.configured({"max_concurrent": 2})
+
+
+def build_definitions(settings: Settings, overrides: str = "{}") -> Definitions:
+    return Definitions(
+        assets=ASSETS,
+        jobs=[ingest_job, training_job],
+        sensors=[landing_sensor],
+        resources=build_resources(settings, overrides),
+        executor=build_executor(settings),
+    )
+
+
+defs = build_definitions(load_settings())
+
+
+# Module-level factories so `dagster.reconstructable` can rebuild the jobs in step processes.
+def ingest_job_def():
+    return defs.resolve_job_def(ingest_job.name)
+
+
+def training_job_def():
+    return defs.resolve_job_def(training_job.name)

@@ -1,0 +1,1 @@
+"""Plain-Python machine learning for Trending Now: no Dagster import anywhere below here."""
