@@ -11,7 +11,14 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from trending_assets.ml.bert import BertGenreModel, BertParams, bundled_model_path, train_bert
+from trending_assets.ml.bert import (
+    BertGenreModel,
+    BertParams,
+    MeanPoolClassifier,
+    bundled_model_path,
+    train_bert,
+)
+from trending_assets.ml.metrics import apply_thresholds, choose_thresholds
 
 GENRES = ["scifi", "romance"]
 SCIFI = ["space", "ship", "alien", "planet", "robot"]
@@ -85,7 +92,8 @@ def test_training_learns_separable_task(trained, data) -> None:
 
     # The returned weights are the best epoch's.
     _, _, val_texts, val_labels = data
-    predicted = (model.predict_proba(val_texts) > 0.5).astype(np.int8)
+    probs = model.predict_proba(val_texts)
+    predicted = apply_thresholds(probs, choose_thresholds(val_labels, probs))
     from sklearn.metrics import f1_score
 
     f1 = f1_score(val_labels, predicted, average="macro", zero_division=0)
@@ -163,13 +171,13 @@ def test_bad_params_raise(data, params) -> None:
 
 
 def test_bundled_minilm_loads_with_three_labels() -> None:
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModel
 
     path = bundled_model_path()
     assert (path / "model.safetensors").is_file()
-    network = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=3, problem_type="multi_label_classification", local_files_only=True
-    )
+    encoder = AutoModel.from_pretrained(path, local_files_only=True)
+    assert encoder.config.hidden_size == 384 and encoder.config.num_hidden_layers == 6
+    network = MeanPoolClassifier(encoder, 3)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = BertGenreModel(network.eval(), tokenizer, ["a", "b", "c"], max_length=64)
     proba = model.predict_proba(["A crew explores a distant planet.", "Two friends fall in love."])

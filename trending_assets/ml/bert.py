@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from sklearn.metrics import f1_score
 from transformers import (
-    AutoModelForSequenceClassification,
+    AutoModel,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -28,6 +29,7 @@ from transformers import (
 from trending_assets.ml.metrics import apply_thresholds, choose_thresholds
 
 META_FILE = "genre_model.json"
+HEAD_FILE = "classifier_head.safetensors"
 LOG_EVERY_STEPS = 20
 BUCKET_BATCHES = 50  # batches per length-sorted chunk: enough to group lengths, still shuffled
 
@@ -43,6 +45,7 @@ class BertParams:
     learning_rate: float = 1e-4
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0  # 0 turns clipping off
     seed: int = 0
     threads: int = 0  # torch.set_num_threads when > 0
 
@@ -56,6 +59,44 @@ def bundled_model_path() -> Path:
 
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class MeanPoolClassifier(torch.nn.Module):
+    """Any Hugging Face encoder, mean-pooled over real tokens, then dropout and a linear head.
+
+    Not AutoModelForSequenceClassification: BERT's pooler (tanh over [CLS]) is untrained in
+    sentence-transformers checkpoints such as the bundled MiniLM, and fine-tuning through it
+    reached macro-F1 0.12 where mean pooling reached 0.26 on the same 2,500 titles.
+    """
+
+    def __init__(self, encoder: PreTrainedModel, num_labels: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = torch.nn.Dropout(dropout)
+        self.head = torch.nn.Linear(encoder.config.hidden_size, num_labels)
+
+    @property
+    def num_labels(self) -> int:
+        return self.head.out_features
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.head(self.dropout(pooled))
+
+    def save(self, directory: Path) -> None:
+        self.encoder.save_pretrained(directory)
+        save_file({k: v.contiguous().cpu() for k, v in self.head.state_dict().items()},
+                  str(directory / HEAD_FILE))
+
+    @classmethod
+    def load(cls, directory: Path, num_labels: int) -> MeanPoolClassifier:
+        encoder = AutoModel.from_pretrained(
+            directory, local_files_only=True, use_safetensors=True, dtype=torch.float32)
+        model = cls(encoder, num_labels)
+        model.head.load_state_dict(load_file(str(directory / HEAD_FILE)))
+        return model
 
 
 def _autocast(device: torch.device) -> torch.autocast:
@@ -98,7 +139,7 @@ def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
 
 @torch.no_grad()
 def _logits(
-    model: PreTrainedModel,
+    model: MeanPoolClassifier,
     tokenizer: PreTrainedTokenizerBase,
     ids: list[list[int]],
     batch_size: int,
@@ -107,11 +148,11 @@ def _logits(
     model.eval()
     device = next(model.parameters()).device
     order = sorted(range(len(ids)), key=lambda r: len(ids[r]))
-    out = torch.empty((len(ids), model.config.num_labels), dtype=torch.float32)
+    out = torch.empty((len(ids), model.num_labels), dtype=torch.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         with _autocast(device):
-            logits = model(**_collate(ids, rows, _pad_id(tokenizer), device)).logits
+            logits = model(**_collate(ids, rows, _pad_id(tokenizer), device))
         out[rows] = logits.float().cpu()
     return out
 
@@ -121,14 +162,14 @@ class BertGenreModel:
 
     def __init__(
         self,
-        model: PreTrainedModel,
+        model: MeanPoolClassifier,
         tokenizer: PreTrainedTokenizerBase,
         genres: Sequence[str],
         max_length: int,
     ) -> None:
-        if model.config.num_labels != len(genres):
+        if model.num_labels != len(genres):
             raise ValueError(
-                f"model has {model.config.num_labels} outputs but {len(genres)} genres were given"
+                f"model has {model.num_labels} outputs but {len(genres)} genres were given"
             )
         self.model = model
         self.tokenizer = tokenizer
@@ -146,7 +187,7 @@ class BertGenreModel:
         """Write safetensors weights, config, tokenizer files and `genre_model.json`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(directory)
+        self.model.save(directory)
         self.tokenizer.save_pretrained(directory)
         meta = {"genres": self.genres, "max_length": self.max_length}
         (directory / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -159,10 +200,8 @@ class BertGenreModel:
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path} is missing; not a saved BertGenreModel folder")
         meta = json.loads(meta_path.read_text())
-        model = AutoModelForSequenceClassification.from_pretrained(
-            directory, local_files_only=True, use_safetensors=True, dtype=torch.float32
-        )
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        model = MeanPoolClassifier.load(directory, len(meta["genres"]))
         model.to(_device()).eval()
         return cls(model, tokenizer, meta["genres"], int(meta["max_length"]))
 
@@ -285,17 +324,10 @@ def train_bert(
     model_path = params.model_path or str(bundled_model_path())
     genres = list(genres)
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_path,
-        local_files_only=True,
-        dtype=torch.float32,
-        num_labels=len(genres),
-        problem_type="multi_label_classification",
-        id2label=dict(enumerate(genres)),
-        label2id={g: i for i, g in enumerate(genres)},
-        # A previously fine-tuned checkpoint may have a head for another genre count.
-        ignore_mismatched_sizes=True,
-    ).to(device)
+    # The encoder only: a fresh head is built for this genre list (a previously fine-tuned
+    # folder of ours loads the same way; its old head is not reused).
+    encoder = AutoModel.from_pretrained(model_path, local_files_only=True, dtype=torch.float32)
+    model = MeanPoolClassifier(encoder, len(genres)).to(device)
 
     train_ids = _encode(tokenizer, train_texts, params.max_length)
     val_ids = _encode(tokenizer, val_texts, params.max_length)
@@ -324,11 +356,12 @@ def train_bert(
             inputs = _collate(train_ids, rows, pad_id, device)
             target = targets[rows].to(device)
             with _autocast(device):
-                logits = model(**inputs).logits
+                logits = model(**inputs)
             loss = loss_fn(logits.float(), target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if params.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
             optimizer.step()
             scheduler.step()
 
