@@ -118,6 +118,35 @@ def read_version(store: ArtifactStore, base: str, declared: Any) -> tuple[Any, d
         return _deserialize(declared, workdir), manifest
 
 
+def read_current_manifest(store: ArtifactStore, base: str) -> dict[str, Any] | None:
+    """The manifest `current.json` points at under `base`, or None when nothing is stored."""
+    try:
+        return json.loads(store.get_bytes(f"{base}/current.json"))
+    except ArtifactNotFoundError:
+        return None
+
+
+def read_version_at(
+    store: ArtifactStore, base: str, version: str, declared: Any
+) -> tuple[Any, dict[str, Any]]:
+    """Load one stored version (e.g. the previous one) as `declared`, verifying every sha256."""
+    manifest = json.loads(store.get_bytes(f"{base}/{version}/manifest.json"))
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for name, info in manifest["files"].items():
+            key = f"{base}/{version}/{name}"
+            data = store.get_bytes(key)
+            if sha256_hex(data) != info["sha256"]:
+                raise ArtifactIntegrityError(
+                    f"{store.uri_of(key)}: sha256 {sha256_hex(data)} does not match the "
+                    f"recorded {info['sha256']}; the file was changed after it was written."
+                )
+            target = workdir / checked_file_name(name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        return _deserialize(declared, workdir), manifest
+
+
 def manifest_digest(manifest: dict[str, Any]) -> str:
     """One hash for a whole stored version: the content hash of its files."""
     joined = "".join(f"{n}:{i['sha256']}" for n, i in sorted(manifest["files"].items()))
@@ -171,3 +200,7 @@ class ArtifactIOManager(ConfigurableIOManager):
         value, _ = read_version(store, self._base(key_path, partition), declared)
         return value
 
+
+def stored_base(asset_key_path: list[str], partition: str | None = None) -> str:
+    """Where ArtifactIOManager keeps an asset's (partition's) versions and current.json."""
+    return ArtifactIOManager._base(asset_key_path, partition)

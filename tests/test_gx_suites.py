@@ -13,6 +13,7 @@ import pytest
 from trending_assets.checks.gx_suites import (
     ExpectationOutcome,
     SuiteOutcome,
+    TrainingLimits,
     validate_training_table,
 )
 
@@ -35,6 +36,10 @@ LABEL_COUNT = "expect_column_values_to_be_between(number of labels)"
 LABELS_KNOWN = "expect_column_values_to_be_null(labels not in genres)"
 SUPPORT = "expect_column_sum_to_be_between(titles per genre)"
 SPLIT = "expect_column_values_to_be_in_set(split)"
+SYNOPSIS_UNIQUE = "expect_column_values_to_be_unique(description)"
+NULL_RATES = "expect_column_values_to_not_be_null(title, kind, genres, year)"
+CARDINALITY = "expect_column_mean_to_be_between(number of labels)"
+DUPLICATE_IDS = "duplicate id rate across batches (computed)"
 NO_GENRE_SHARE = "share of titles without a canonical genre (computed)"
 
 # (title, kind, raw tags, year, canonical labels): 20 real Netflix-style rows. Horror has
@@ -111,7 +116,7 @@ def test_valid_table_passes(baseline: SuiteOutcome) -> None:
 def test_valid_table_markdown(baseline: SuiteOutcome) -> None:
     md = baseline.to_markdown()
     lines = md.splitlines()
-    assert "all 14 expectations passed" in lines[0]
+    assert "all 18 expectations passed" in lines[0]
     assert lines[2] == "| expectation | result | observed | expected | sample |"
     rows = [line for line in lines[4:] if line.startswith("| ")]
     assert len(rows) == len(baseline.outcomes)
@@ -150,6 +155,14 @@ def _horror_under_support(t: pd.DataFrame) -> None:
     t.loc[19, "labels"] = "Drama"
 
 
+def _shared_synopsis(t: pd.DataFrame) -> None:
+    t.loc[3, "description"] = t.loc[2, "description"]
+
+
+def _title_missing(t: pd.DataFrame) -> None:
+    t.loc[1, "title"] = ""
+
+
 # (defect, overrides, the one expectation that fails, text its sample must contain)
 DEFECTS = {
     "duplicate id": (_duplicate_id, {}, ID_UNIQUE, "netflix:t03"),
@@ -162,6 +175,12 @@ DEFECTS = {
     "too few rows": (None, {"min_rows": 30}, ROW_COUNT, None),
     "genre under min_support": (_horror_under_support, {}, SUPPORT, "Horror: 1"),
     "no-genre share": (None, {"rows_without_genre": 20}, NO_GENRE_SHARE, None),
+    "synopsis shared by two titles": (_shared_synopsis, {}, SYNOPSIS_UNIQUE, "netflix:t03"),
+    "title missing": (_title_missing, {}, NULL_RATES, "title: 5.0%"),
+    "too many ids replaced across batches": (
+        None, {"duplicate_ids_replaced": 30}, DUPLICATE_IDS, None),
+    "label cardinality below its floor": (
+        None, {"limits": TrainingLimits(label_cardinality=(1.5, 3.0))}, CARDINALITY, None),
 }
 
 
@@ -213,7 +232,7 @@ def test_defect_observed_and_expected_texts() -> None:
     assert failed[NO_GENRE_SHARE].expected == "<= 20.0%"
     # Labels are joined by "|": the markdown table must escape them to keep its columns.
     md = result.to_markdown()
-    assert "8 of 15 expectations FAILED" in md.splitlines()[0]
+    assert "8 of 19 expectations FAILED" in md.splitlines()[0]
     for line in md.splitlines()[4:]:
         assert line.replace("\\|", "").count("|") == 6
 

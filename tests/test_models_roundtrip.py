@@ -224,8 +224,9 @@ def test_xgboost_roundtrip_and_no_pickle(xgboost: XGBoostGenreModel, data: Data,
     assert xgboost.selected.shape == (XGB.k_best_features,)
     xgboost.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "booster.ubj", "selected_features.npy", "tfidf_encoder.json", "xgboost_model.json"]
-    assert assert_no_pickle(tmp_path) == 1
+        "booster.ubj", "linear_scores.npz", "selected_features.npy", "tfidf_encoder.json",
+        "xgboost_model.json"]
+    assert assert_no_pickle(tmp_path) == 5  # selected terms + logistic and naive Bayes scorers
     assert (tmp_path / "booster.ubj").read_bytes()[:1] == b"{"  # UBJSON object
     loaded = XGBoostGenreModel.load(tmp_path)
     assert loaded.genres == data.genres

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 from dagster import AssetKey, DagsterInstance, instance_for_test
 
 from resources.registry import ModelRegistry
@@ -48,8 +49,9 @@ def test_whole_graph_materializes_registers_and_tracks(pipeline_env):
         assert instance.get_materialized_partitions(AssetKey("raw_titles")) == {"batch-001.csv"}
 
         checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
-        assert set(checks) == {"training_data_quality", "reference_meets_thresholds",
-                               "xgboost_meets_thresholds", "bert_meets_thresholds"}
+        assert set(checks) == {"training_data_quality", "training_data_drift",
+                               "reference_meets_thresholds", "xgboost_meets_thresholds",
+                               "bert_meets_thresholds"}
         assert all(c.passed for c in checks.values())
 
         # every materialization records its lineage
@@ -90,3 +92,40 @@ def test_whole_graph_materializes_registers_and_tracks(pipeline_env):
         assert {"bert-model", "bert-evaluation"} <= {a for r in runs for a in r["artifacts"]}
         bert_eval = by_family[("bert", False)]
         assert 0 < bert_eval["summary"]["test/macro_f1"] <= 1
+
+
+def test_failing_gate_stops_registration(pipeline_env):
+    impossible = {"gates": {"xgboost": {"min_macro_f1": 1.0}}}
+    with instance_for_test() as instance:
+        settings, result = run_pipeline(instance, pipeline_env["config_dir"],
+                                        ["batch-001.csv"], impossible)
+        assert not result.success
+        checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+        assert not checks["xgboost_meets_thresholds"].passed
+        assert "macro_f1" in checks["xgboost_meets_thresholds"].description
+        assert checks["bert_meets_thresholds"].passed
+        materialized = {e.asset_key.to_user_string()
+                        for e in result.get_asset_materialization_events()}
+        assert "registered_xgboost_model" not in materialized
+        assert "registered_bert_model" in materialized
+        registry = ModelRegistry(LocalArtifactStore(settings.storage.root))
+        assert registry.versions("trending-now-xgboost") == []
+        assert registry.versions("trending-now-bert") == [1]
+
+
+def test_later_batch_wins_and_is_counted(pipeline_env):
+    first = pd.read_csv(pipeline_env["landing"] / "batch-001.csv", keep_default_na=False)
+    update = first.head(3).assign(description="A brand new synopsis about a haunted house.")
+    update.to_csv(pipeline_env["landing"] / "batch-002.csv", index=False)
+    with instance_for_test() as instance:
+        settings, result = run_pipeline(instance, pipeline_env["config_dir"],
+                                        ["batch-001.csv", "batch-002.csv"])
+        assert result.success
+        (event,) = [e for e in result.get_asset_materialization_events()
+                    if e.asset_key == AssetKey("training_data")]
+        table = pd.read_parquet(Path(settings.storage.root) / "assets" / "training_data"
+                                / result.run_id / "table.parquet")
+        replaced = table[table["id"].isin(update["id"])]
+        assert len(replaced) == 3
+        assert (replaced["description"] == update["description"].iloc[0]).all()
+        assert event.materialization.metadata["rows"].value == len(table)

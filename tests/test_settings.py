@@ -61,7 +61,7 @@ def test_local_overlay_on_base() -> None:
     assert s.storage.landing == str((REPO_ROOT / ".trending" / "landing").resolve())
     assert s.tracking.dir == str((REPO_ROOT / ".trending" / "wandb").resolve())
     # untouched base values
-    assert s.bert.epochs == 2
+    assert s.bert.epochs == 3
     assert s.bert.batch_size == 32
     assert s.bert.model_path is None
     assert s.xgboost.n_estimators == 400
@@ -298,7 +298,7 @@ def test_fingerprint_is_stable_and_tracks_values() -> None:
     int(first, 16)  # hex
     assert load_settings("local").fingerprint() == first
     # overriding a value with the value it already has changes nothing
-    assert load_settings("local", overrides={"xgboost": {"max_depth": 6}}).fingerprint() == first
+    assert load_settings("local", overrides={"xgboost": {"max_depth": 4}}).fingerprint() == first
     changed = load_settings("local", overrides={"xgboost": {"max_depth": 7}}).fingerprint()
     assert changed != first
     assert load_settings("local", overrides={"data": {"split": {"salt": "v2"}}}).fingerprint() \

@@ -220,10 +220,14 @@ def test_read_titles_integral_float_year_is_accepted() -> None:
 
 
 def test_read_titles_unparseable() -> None:
-    with pytest.raises(LandingFileError, match="cannot be parsed as CSV"):
+    with pytest.raises(LandingFileError, match=r"broken\.csv\.gz: .*cannot be decompressed"):
         read_titles(b"\x1f\x8bnot really gzip", "broken.csv.gz")
-    with pytest.raises(LandingFileError, match="cannot be parsed as CSV"):
-        read_titles(b"\xff\xfe\x00id,title\n", "latin.csv")
+    with pytest.raises(LandingFileError, match=r"utf16\.csv: not a table: .*UTF-16"):
+        read_titles(b"\xff\xfe\x00id,title\n", "utf16.csv")
+    with pytest.raises(LandingFileError, match=r"quote\.csv: cannot be parsed as CSV"):
+        read_titles(b'id,title\nn:1,"never closed\n', "quote.csv")
+    with pytest.raises(LandingFileError, match=r"latin\.csv: not valid UTF-8: .*0xe9 on line 2"):
+        read_titles("id,title\nn:1,Am\xe9lie\n".encode("latin-1"), "latin.csv")
 
 
 # --- build_training_table ---------------------------------------------------------------

@@ -56,8 +56,9 @@ def read_run(run_folder: Path) -> dict[str, Any]:
         elif kind == "summary":
             for item in record.summary.update:
                 run["summary"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-        elif kind == "config":
-            for item in record.config.update:
+        elif kind in ("run", "config"):  # the run record carries the initial config
+            updates = record.run.config.update if kind == "run" else record.config.update
+            for item in updates:
                 run["config"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
         elif kind == "artifact":
             run["artifacts"].append(record.artifact.name)

@@ -24,12 +24,13 @@ from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus,  # no public export; the UI's GraphQL layer uses it too
 )
 
+from resources.quarantine import QuarantineStore
 from trending_assets import definitions
-from trending_assets.assets.ingestion import landing_files
+from trending_assets.assets.ingestion import artifact_store, landing_files
 from trending_assets.automation.landing import (
+    landing_changes,
     landing_keys,
     training_job,
-    unprocessed_landing_files,
 )
 from trending_assets.settings import Settings, load_settings
 
@@ -49,19 +50,35 @@ def seed_landing(settings: Settings, instance: DagsterInstance) -> str | None:
     return store.uri_of(SAMPLE_FILE)
 
 
-def ingest_new_files(settings: Settings, instance: DagsterInstance) -> tuple[list[str], list[str]]:
-    """Materialize raw_titles for every unprocessed landing file: (ingested, failed)."""
+@dataclass
+class IngestOutcome:
+    ingested: list[str]  # accepted: new rows for training
+    quarantined: dict[str, list[str]]  # landing file -> why (see its quarantine record)
+    failed: list[str]  # the ingest run itself failed (see the Dagster UI)
+
+
+def ingest_new_files(settings: Settings, instance: DagsterInstance) -> IngestOutcome:
+    """Materialize raw_titles for every new or re-uploaded (changed) landing file."""
     store = definitions.build_resources(settings)["landing"].open()
-    ingested, failed = [], []
-    for key in unprocessed_landing_files(store, instance):
+    quarantine = QuarantineStore(artifact_store(settings))
+    outcome = IngestOutcome([], {}, [])
+    for change in landing_changes(store, instance):
+        key = change.key
         if not instance.has_dynamic_partition(landing_files.name, key):
             instance.add_dynamic_partitions(landing_files.name, [key])
         result = execute_job(
             reconstructable(definitions.ingest_job_def), instance,
-            tags={**MANUAL_TAGS, "dagster/partition": key}, raise_on_error=False,
+            tags={**MANUAL_TAGS, "dagster/partition": key,
+                  "trending/content_sha256": change.sha256}, raise_on_error=False,
         )
-        (ingested if result.success else failed).append(key)
-    return ingested, failed
+        record = quarantine.get(key)
+        if not result.success:
+            outcome.failed.append(key)
+        elif record is not None and record.get("sha256") == change.sha256:
+            outcome.quarantined[key] = list(record.get("reasons") or [])
+        else:
+            outcome.ingested.append(key)
+    return outcome
 
 
 def last_training_succeeded(instance: DagsterInstance) -> bool:
@@ -134,19 +151,26 @@ def run(force: bool) -> int:
     seeded = seed_landing(settings, instance)
     if seeded:
         print(f"placed the bundled sample in the landing area: {seeded}")
-    ingested, failed = ingest_new_files(settings, instance)
-    print(f"landing files ingested: {ingested or 'none new'}")
-    if failed:
-        print(f"landing files that could not be ingested (see the Dagster UI): {failed}")
+    outcome = ingest_new_files(settings, instance)
+    print(f"landing files ingested: {outcome.ingested or 'none new'}")
+    if outcome.quarantined:
+        where = QuarantineStore(artifact_store(settings)).uri("<file>")
+        print(f"landing files quarantined, not trained on (records: {where}):")
+        for key, reasons in outcome.quarantined.items():
+            first = reasons[0].removeprefix(f"{key}: ") if reasons else "see its record"
+            more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
+            print(f"  {key}: {first}{more}")
+    if outcome.failed:
+        print(f"landing files that could not be ingested (see the Dagster UI): {outcome.failed}")
     run_id = None
-    if ingested or force or not last_training_succeeded(instance):
+    if outcome.ingested or force or not last_training_succeeded(instance):
         result = execute_job(reconstructable(definitions.training_job_def), instance,
                              tags=MANUAL_TAGS, raise_on_error=False)
         run_id = result.run_id
         print(f"training run {run_id}: {'succeeded' if result.success else 'FAILED'}")
     else:
-        print("no new landing files and the last training run succeeded: nothing to retrain "
-              "(use --force to retrain anyway)")
+        print("no newly accepted landing files and the last training run succeeded: nothing to "
+              "retrain (use --force to retrain anyway)")
     print()
     print(format_summary(summarize(instance, run_id)))
     return 0 if run_id is None or result.success else 1

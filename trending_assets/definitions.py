@@ -15,12 +15,13 @@ from trending_assets.assets.features import data_splits, tfidf_features
 from trending_assets.assets.ingestion import raw_titles, training_data
 from trending_assets.assets.registry import registered_bert_model, registered_xgboost_model
 from trending_assets.assets.training import bert_model, reference_model, xgboost_model
+from trending_assets.assets.tuning import xgboost_hyperparameters
 from trending_assets.automation.landing import ingest_job, landing_sensor, training_job
 from trending_assets.settings import Settings, SettingsResource, load_settings
 
 ASSETS = [
     raw_titles, training_data, data_splits, tfidf_features,
-    reference_model, xgboost_model, bert_model,
+    reference_model, xgboost_model, bert_model, xgboost_hyperparameters,
     reference_evaluation, xgboost_evaluation, bert_evaluation,
     registered_xgboost_model, registered_bert_model,
 ]

@@ -82,7 +82,7 @@ def lineage(
 ) -> dict[str, Any]:
     """The lineage fields every materialization records (also sent to W&B as config)."""
     return {
-        "dagster_run_id": context.run_id,
+        "dagster_run_id": context.run.run_id,
         "trigger": trigger_of(context),
         "git_commit": settings.code_version or git_commit(),
         "config_hash": settings.fingerprint(),

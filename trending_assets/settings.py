@@ -53,6 +53,75 @@ class SplitSettings(_Strict):
     salt: str = "trending-now-split-v1"
 
 
+class IntRange(_Strict):
+    min: int
+    max: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not be above max ({self.max})")
+        return self
+
+
+class FloatRange(_Strict):
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not be above max ({self.max})")
+        return self
+
+
+class TitleBounds(_Strict):
+    """What a valid title row looks like; shared by the landing-batch and training suites."""
+
+    kinds: tuple[str, ...] = Field(("movie", "tv"), min_length=1)
+    synopsis_chars: IntRange = IntRange(min=10, max=5000)
+    year: IntRange = IntRange(min=1900, max=2100)
+
+
+class BatchGateSettings(_Strict):
+    """Per landing file (raw_titles): a batch failing these is quarantined."""
+
+    min_rows: int = Field(1, ge=1, description="a batch with fewer data rows is quarantined")
+    max_no_genre_share: float = Field(
+        0.5, ge=0, le=1,
+        description="largest share of a batch's rows with no canonical genre (only non-genre "
+                    "or unknown tags)",
+    )
+
+
+class DriftLevels(_Strict):
+    """WARN above `warn`, blocking ERROR above `error`."""
+
+    warn: float = Field(ge=0)
+    error: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftLevels:
+        if self.warn > self.error:
+            raise ValueError(f"warn ({self.warn}) must not be above error ({self.error})")
+        return self
+
+
+class DriftSettings(_Strict):
+    """training_data against the last accepted version (what the models were trained on)."""
+
+    genre_psi: DriftLevels = DriftLevels(warn=0.1, error=0.25)
+    length_psi: DriftLevels = DriftLevels(warn=0.1, error=0.25)
+    vocabulary_novelty: DriftLevels = DriftLevels(warn=0.02, error=0.05)
+    length_bins: int = Field(10, ge=2, le=50, description="quantile bins for the length PSI")
+    vocabulary_sample_rows: int = Field(
+        2000, ge=100, description="rows (chosen by id hash) whose words are compared"
+    )
+    vocabulary_min_count: int = Field(
+        3, ge=1, description="a new word counts as novel from this many uses in the sample"
+    )
+
+
 class DataSettings(_Strict):
     taxonomy_file: str = "genres.yaml"
     split: SplitSettings = SplitSettings()
@@ -60,6 +129,29 @@ class DataSettings(_Strict):
     max_no_genre_share: float = Field(
         0.25, ge=0, le=1, description="largest share of titles left with no canonical genre"
     )
+    bounds: TitleBounds = TitleBounds()
+    batch: BatchGateSettings = BatchGateSettings()
+    labels_per_title: IntRange = IntRange(min=1, max=3)
+    label_cardinality: FloatRange = FloatRange(min=1.0, max=3.0)
+    max_duplicate_id_rate: float = Field(
+        0.5, ge=0, le=1, description="share of input rows replaced by a later row with their id"
+    )
+    max_duplicate_synopsis_rate: float = Field(
+        0.02, ge=0, le=1, description="share of titles whose synopsis another title also has"
+    )
+    max_null_rate: dict[str, float] = Field(
+        default_factory=lambda: {"id": 0.0, "title": 0.01, "kind": 0.0, "description": 0.0,
+                                 "genres": 0.0, "year": 0.0, "labels": 0.0},
+        description="largest share of null/empty values per training_data column",
+    )
+    drift: DriftSettings = DriftSettings()
+
+    @model_validator(mode="after")
+    def _null_rates_are_shares(self) -> DataSettings:
+        bad = {k: v for k, v in self.max_null_rate.items() if not 0 <= v <= 1}
+        if bad:
+            raise ValueError(f"max_null_rate: values must be shares between 0 and 1: {bad}")
+        return self
 
 
 class TfidfSettings(_Strict):
@@ -76,13 +168,40 @@ class ReferenceSettings(_Strict):
 
 
 class XGBoostSettings(_Strict):
+    """Mirrors ml.xgboost_model.XGBoostParams (see that module for what each part does)."""
+
     n_estimators: int = Field(400, ge=1)
-    max_depth: int = Field(6, ge=1)
-    learning_rate: float = Field(0.1, gt=0, le=1)
-    max_bin: int = Field(64, ge=2)
-    k_best_features: int = Field(4000, ge=10)
-    early_stopping_rounds: int = Field(30, ge=1)
-    n_jobs: int = Field(0, ge=0, description="0 = all cores the process may use")
+    max_depth: int = Field(4, ge=1)
+    learning_rate: float = Field(0.2, gt=0, le=1)
+    max_bin: int = Field(16, ge=2)
+    k_best_features: int = Field(300, ge=10)
+    early_stopping_rounds: int = Field(20, ge=1)
+    min_child_weight: float = Field(1.0, ge=0)
+    colsample_bytree: float = Field(1.0, gt=0, le=1)
+    multi_strategy: Literal["one_output_per_tree", "multi_output_tree"] = "one_output_per_tree"
+    linear_folds: int = Field(
+        3, ge=0, description="out-of-fold linear genre scores as features; 0 = none")
+    linear_C: float = Field(4.0, gt=0)
+    linear_max_rows: int = Field(
+        20_000, ge=0, description="rows per fold for the logistic scorers; 0 = all rows")
+    nb_scores: bool = Field(
+        True, description="naive Bayes log-odds per genre as features (needs linear_folds >= 2)")
+    boost_from_linear: bool = Field(
+        True, description="trees start from the linear scores (needs linear_folds >= 2)")
+    rare_genre_weight: float = Field(
+        0.0, ge=0, le=1, description="row weight exponent for rare genres; 0 = off")
+    n_jobs: int = Field(0, ge=0, description="0 = the CPU limit (affinity, cgroup quota)")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
+                        description="cuda (or cuda:N) when a GPU is configured")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _linear_folds_usable(self) -> XGBoostSettings:
+        if self.linear_folds == 1:
+            raise ValueError("linear_folds must be 0 (off) or at least 2")
+        if (self.boost_from_linear or self.nb_scores) and self.linear_folds == 0:
+            raise ValueError("boost_from_linear and nb_scores need linear_folds >= 2")
+        return self
 
 
 class BertSettings(_Strict):
@@ -95,6 +214,7 @@ class BertSettings(_Strict):
     learning_rate: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping; 0 = off")
     seed: int = 0
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
 

@@ -80,8 +80,8 @@ def _evaluate_and_gate(
     with measured() as figures:
         result = score(model, family, data_splits, baseline)
     with (
-        tracker.start_run(name=f"{family}-eval-{context.run_id[:8]}", job_type="evaluate",
-                          group=context.run_id, config={"family": family, "lineage": fields}
+        tracker.start_run(name=f"{family}-eval-{context.run.run_id[:8]}", job_type="evaluate",
+                          group=context.run.run_id, config={"family": family, "lineage": fields}
                           ) as run,
         tempfile.TemporaryDirectory() as tmp,
     ):

@@ -1,70 +1,224 @@
-"""Landing files -> raw_titles partitions -> training_data."""
+"""Landing files -> raw_titles partitions -> training_data, with the data gates.
+
+raw_titles never raises on bad content: a landing file that cannot be read, or whose batch
+suite fails, is quarantined (a record under <artifact root>/quarantine/, the landing file
+left untouched) and stores no table, so training_data, which reads every stored partition,
+leaves it out. A partition keeps its older accepted version when a new upload of the same
+name is quarantined: a bad re-upload never loses rows that were accepted before.
+"""
+
+from collections.abc import Iterator
+from typing import Any
 
 import pandas as pd
 from dagster import (
+    AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
     DynamicPartitionsDefinition,
+    Failure,
     MetadataValue,
     Output,
     asset,
 )
 
-from resources.storage import ArtifactStoreResource
-from trending_assets.checks.data_quality import training_data_check
+from resources.io_manager import read_current_manifest, read_version_at, stored_base
+from resources.quarantine import QuarantineStore, TrainingDataBaseline
+from resources.storage import ArtifactNotFoundError, ArtifactStore, ArtifactStoreResource
+from trending_assets.checks.batch_quality import assess_batch
+from trending_assets.checks.data_quality import (
+    BATCH_CHECK,
+    DRIFT_CHECK,
+    QUALITY_CHECK,
+    batch_limits,
+    batch_quality_result,
+    drift_result,
+    evaluate_training_gates,
+    training_quality_result,
+)
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
-from trending_assets.ml.dataset import build_training_table, read_titles
+from trending_assets.ml.dataset import build_training_table
+from trending_assets.ml.drift import DriftProfile, profile_table
 from trending_assets.ml.taxonomy import Taxonomy
-from trending_assets.settings import SettingsResource
+from trending_assets.settings import Settings, SettingsResource
 
 landing_files = DynamicPartitionsDefinition(name="landing_files")
 
 
+def artifact_store(settings: Settings) -> ArtifactStore:
+    """The artifact root (where the IO manager, registry and quarantine records live)."""
+    return ArtifactStoreResource(uri=settings.storage.root,
+                                 s3_endpoint_url=settings.storage.s3_endpoint_url).open()
+
+
+def _bullets(items: list[str]) -> MetadataValue:
+    return MetadataValue.md("\n".join(f"- {i}" for i in items) if items else "none")
+
+
 @asset(
-    partitions_def=landing_files, group_name="ingestion", kinds={"pandas"},
-    description="One landing file (CSV of titles) as a table; one partition per file.",
+    partitions_def=landing_files, group_name="ingestion", kinds={"pandas", "gx"},
+    check_specs=[AssetCheckSpec(
+        BATCH_CHECK, asset="raw_titles", blocking=False,
+        description="Great Expectations suite on one landing batch; a failing batch is "
+                    "quarantined (not blocking: good batches must never wait for a bad one)")],
+    description="One landing file (CSV, Parquet or JSON Lines) as a table; one partition per "
+                "file. A batch that fails its suite is quarantined and stores nothing.",
 )
 def raw_titles(
     context: AssetExecutionContext, settings: SettingsResource, landing: ArtifactStoreResource
-) -> Output[pd.DataFrame]:
+) -> Iterator[Output[Any] | AssetCheckResult]:
     name = context.partition_key
+    config = settings.get()
+    taxonomy = Taxonomy.from_config(settings.taxonomy())
+    landing_store = landing.open()
+    try:
+        data = landing_store.get_bytes(name)
+    except ArtifactNotFoundError as exc:
+        raise Failure(f"landing file {landing_store.uri_of(name)} is gone: it was removed "
+                      "after its partition was added; nothing to ingest") from exc
     with measured() as figures:
-        frame = read_titles(landing.open().get_bytes(name), name)
-    return Output(frame, metadata={
-        **as_metadata(lineage(context, settings.get(), table_version(frame)), figures),
-        "landing_file": landing.open().uri_of(name),
-        "rows": len(frame),
-        "columns": list(frame.columns),
-        "preview": MetadataValue.md(frame.head(5).to_markdown(index=False)),
-    })
+        assessment = assess_batch(data, name, taxonomy, batch_limits(config))
+    quarantine = QuarantineStore(artifact_store(config))
+    load = assessment.load
+    common: dict[str, Any] = {
+        "landing_file": landing_store.uri_of(name),
+        "content_sha256": load.sha256,
+        "format": str(load.format),
+        "size_bytes": load.size_bytes,
+        "rows_read": assessment.rows,
+        "quarantined": assessment.quarantined,
+        "warnings": _bullets(assessment.warnings),
+    }
+    record_uri = None
+    if assessment.quarantined:
+        record_uri = quarantine.put(assessment.record(
+            landing_uri=landing_store.uri_of(name), dagster_run_id=context.run.run_id))
+        context.log.warning(f"{name} is quarantined ({assessment.reasons[0]}); "
+                            f"record: {record_uri}")
+        yield Output(None, metadata={
+            **as_metadata(lineage(context, config, load.sha256[:16]), figures), **common,
+            "quarantine_record": record_uri,
+            "reasons": _bullets(assessment.reasons),
+        })
+    else:
+        cleared = quarantine.clear(name, cleared_by_sha256=load.sha256,
+                                   cleared_by_run=context.run.run_id)
+        frame = assessment.accepted()
+        yield Output(frame, metadata={
+            **as_metadata(lineage(context, config, table_version(frame)), figures), **common,
+            "rows": len(frame),
+            "columns": list(frame.columns),
+            "extra_columns": load.extra_columns,
+            "quarantine_cleared": cleared,
+            "preview": MetadataValue.md(frame.head(5).to_markdown(index=False)),
+        })
+    yield batch_quality_result(assessment, record_uri)
+
+
+def _ingest_order(context: AssetExecutionContext, store: ArtifactStore,
+                  names: list[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Batches oldest first by when their stored version was written (a re-upload is newer),
+    then by landing order; with each batch's stored version."""
+    added = context.instance.get_dynamic_partitions(landing_files.name)
+    versions: dict[str, dict[str, Any]] = {}
+    for name in names:
+        manifest = read_current_manifest(store, stored_base(["raw_titles"], name)) or {}
+        versions[name] = {"version": manifest.get("version"),
+                          "written_at": manifest.get("written_at", "")}
+    order = sorted(names, key=lambda n: (versions[n]["written_at"],
+                                         added.index(n) if n in added else len(added), n))
+    return order, versions
+
+
+def _drift_baseline(store: ArtifactStore, config: Settings, taxonomy: Taxonomy,
+                    log: Any) -> tuple[DriftProfile | None, str | None]:
+    """The profile of the last accepted training data, else of the version stored before
+    this run (this run has not written yet), else none."""
+    base = stored_base(["training_data"])
+    baselines = TrainingDataBaseline(store)
+    accepted = baselines.accepted()
+    if accepted is not None:
+        version, label = accepted["version"], f"{accepted['version']} (last accepted)"
+        stored = baselines.profile(version)
+        if stored is not None:
+            return DriftProfile.from_json(stored), label
+    else:
+        manifest = read_current_manifest(store, base)
+        if manifest is None:
+            return None, None
+        version = manifest["version"]
+        label = f"{version} (previous materialization, never accepted)"
+    try:
+        previous, _ = read_version_at(store, base, version, pd.DataFrame)
+    except Exception as exc:  # a baseline that cannot be read must not stop training
+        log.warning(f"drift baseline {version} cannot be read ({exc}); no drift comparison")
+        return None, None
+    sample_rows = config.data.drift.vocabulary_sample_rows
+    return profile_table(previous, sample_rows=sample_rows, taxonomy=taxonomy), label
+
+
+def _quarantine_table(records: dict[str, dict[str, Any]], stored: set[str]) -> str:
+    if not records:
+        return "none"
+    lines = ["| file | quarantined at | in training_data | first reason |",
+             "| --- | --- | --- | --- |"]
+    for name, record in sorted(records.items()):
+        used = "earlier accepted version" if name in stored else "no"
+        reason = str((record.get("reasons") or ["?"])[0]).replace("|", "\\|")
+        lines.append(f"| {name} | {record.get('quarantined_at', '?')} | {used} | {reason} |")
+    return "\n".join(lines)
 
 
 @asset(
     group_name="training_data", kinds={"pandas", "gx"},
-    check_specs=[AssetCheckSpec("training_data_quality", asset="training_data", blocking=True,
-                                description="Great Expectations suite on the training table")],
-    description="All accepted landing batches, deduplicated by id (latest batch wins), "
-                "raw tags mapped to canonical genres.",
+    check_specs=[
+        AssetCheckSpec(QUALITY_CHECK, asset="training_data", blocking=True,
+                       description="Great Expectations suite on the training table"),
+        AssetCheckSpec(DRIFT_CHECK, asset="training_data", blocking=True,
+                       description="Drift against the last accepted training data: WARN above "
+                                   "the warn levels, blocking ERROR above the error levels"),
+    ],
+    description="All accepted landing batches (quarantined ones left out), deduplicated by id "
+                "(the latest batch wins), raw tags mapped to canonical genres.",
 )
 def training_data(
     context: AssetExecutionContext, settings: SettingsResource,
     raw_titles: dict[str, pd.DataFrame],
-):
+) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
     config = settings.get()
     taxonomy = Taxonomy.from_config(settings.taxonomy())
-    # Landing order decides which batch wins on a repeated id.
-    order = context.instance.get_dynamic_partitions(landing_files.name)
-    batches = [raw_titles[k] for k in sorted(raw_titles, key=order.index)]
+    store = artifact_store(config)
+    quarantined = QuarantineStore(store).active()
+    order, versions = _ingest_order(context, store, list(raw_titles))
     with measured() as figures:
-        table, genres, stats = build_training_table(batches, taxonomy)
+        table, genres, stats = build_training_table([raw_titles[k] for k in order], taxonomy)
+        baseline, baseline_label = _drift_baseline(store, config, taxonomy, context.log)
+        gates = evaluate_training_gates(table, genres, stats, config, taxonomy, baseline,
+                                        baseline_label)
+    run_id = context.run.run_id
+    baselines = TrainingDataBaseline(store)
+    baselines.save_profile(run_id, gates.profile.to_json())
+    data_version = table_version(table)
     yield Output(table, metadata={
-        **as_metadata(lineage(context, config, table_version(table)), figures),
+        **as_metadata(lineage(context, config, data_version), figures),
         "rows": len(table),
-        "batches": list(sorted(raw_titles, key=order.index)),
+        "batches": order,
+        "batch_versions": MetadataValue.json(versions),
+        "quarantined_batches": MetadataValue.md(_quarantine_table(quarantined, set(raw_titles))),
         "genres": genres,
+        "input_rows": stats.input_rows,
         "duplicate_ids_replaced": stats.duplicate_ids_replaced,
+        "duplicate_ids_within_batches": stats.duplicate_ids_within_batches,
+        "duplicate_ids_across_batches": stats.duplicate_ids_across_batches,
+        "duplicate_id_sample": stats.duplicate_id_sample,
         "rows_without_genre": stats.rows_without_genre,
+        "rows_with_unknown_tags": stats.rows_with_unknown_tags,
         "unknown_tags": MetadataValue.json(stats.unknown_tags),
         "genres_below_min_support": stats.genres_below_min_support,
+        "drift_baseline": gates.baseline_label or "none (first accepted version)",
     })
-    yield training_data_check(table, genres, stats.rows_without_genre, config, taxonomy)
+    if gates.accepted:
+        # Written after the output is stored: the next run's drift check compares with this.
+        baselines.accept(run_id, data_version=data_version, rows=len(table))
+    yield training_quality_result(gates)
+    yield drift_result(gates)

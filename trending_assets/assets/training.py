@@ -26,7 +26,7 @@ def train_tracked(
     config = settings.get()
     fields = lineage(context, config, data_version)
     with tracker.start_run(
-        name=f"{family}-{context.run_id[:8]}", job_type="train", group=context.run_id,
+        name=f"{family}-{context.run.run_id[:8]}", job_type="train", group=context.run.run_id,
         config={"family": family, "params": asdict(params), "lineage": fields},
     ) as run:
         with measured() as figures:
@@ -34,7 +34,7 @@ def train_tracked(
         with tempfile.TemporaryDirectory() as tmp:
             model.save(Path(tmp))
             run.log_artifact(Path(tmp), name=f"{family}-model", kind="model",
-                             metadata={"dagster_run_id": context.run_id, **fields})
+                             metadata={"dagster_run_id": context.run.run_id, **fields})
         run.summarize(figures)
     return Output(model, metadata={
         **as_metadata(fields, figures),
@@ -59,7 +59,10 @@ def reference_model(
 
 
 @asset(group_name="models", kinds={"xgboost", "wandb"},
-       description="TF-IDF (chi-squared selected) + XGBoost, early-stopped on validation.")
+       description="XGBoost boosted from out-of-fold linear genre scores, on those scores + "
+                   "chi-squared-selected TF-IDF terms (sparse), early-stopped on validation. "
+                   "Parameters: settings `xgboost` (the optional xgboost_hyperparameters asset "
+                   "suggests an overlay).")
 def xgboost_model(
     context: AssetExecutionContext, settings: SettingsResource, tracker: WandbTracker,
     tfidf_features: TfidfFeatures, data_splits: TitleSplits,

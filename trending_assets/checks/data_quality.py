@@ -1,26 +1,186 @@
-"""The blocking data gate on training_data, as a Dagster check result."""
+"""The data gates as Dagster check results: landing batches, training_data, drift.
+
+- `raw_titles_batch_quality` (per landing file, non-blocking): the batch suite; a failing
+  batch is quarantined by the asset, so the check reports rather than stops anything.
+- `training_data_quality` (blocking): the training table suite.
+- `training_data_drift` (blocking): drift against the last accepted training data; WARN
+  above the warn level (reported, nothing stops), ERROR above the error level (blocks).
+
+Every result carries metadata a person can read in the UI: which expectation, observed
+value, expected range, and sample offending rows.
+"""
+
+from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 
-from trending_assets.checks.gx_suites import validate_training_table
+from trending_assets.checks.batch_quality import BatchAssessment
+from trending_assets.checks.gx_suites import (
+    BatchLimits,
+    SuiteOutcome,
+    TrainingLimits,
+    validate_training_table,
+)
+from trending_assets.ml import drift
+from trending_assets.ml.dataset import TrainingTableStats
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.settings import Settings
 
+BATCH_CHECK = "raw_titles_batch_quality"
+QUALITY_CHECK = "training_data_quality"
+DRIFT_CHECK = "training_data_drift"
+DRIFT_METRICS = ("genre_psi", "length_psi", "vocabulary_novelty")
 
-def training_data_check(
-    table: pd.DataFrame, genres: Sequence[str], rows_without_genre: int, settings: Settings,
-    taxonomy: Taxonomy,
-) -> AssetCheckResult:
-    outcome = validate_training_table(
+
+def batch_limits(settings: Settings) -> BatchLimits:
+    bounds, batch = settings.data.bounds, settings.data.batch
+    return BatchLimits(
+        kinds=tuple(bounds.kinds),
+        synopsis_chars=(bounds.synopsis_chars.min, bounds.synopsis_chars.max),
+        years=(bounds.year.min, bounds.year.max),
+        min_rows=batch.min_rows,
+        max_no_genre_share=batch.max_no_genre_share,
+    )
+
+
+def training_limits(settings: Settings) -> TrainingLimits:
+    data = settings.data
+    return TrainingLimits(
+        kinds=tuple(data.bounds.kinds),
+        description_chars=(data.bounds.synopsis_chars.min, data.bounds.synopsis_chars.max),
+        years=(data.bounds.year.min, data.bounds.year.max),
+        labels_per_title=(data.labels_per_title.min, data.labels_per_title.max),
+        label_cardinality=(data.label_cardinality.min, data.label_cardinality.max),
+        max_duplicate_id_rate=data.max_duplicate_id_rate,
+        max_duplicate_synopsis_rate=data.max_duplicate_synopsis_rate,
+        max_null_rate=dict(data.max_null_rate),
+    )
+
+
+def drift_levels(settings: Settings) -> dict[str, tuple[float, float]]:
+    config = settings.data.drift
+    return {m: (getattr(config, m).warn, getattr(config, m).error) for m in DRIFT_METRICS}
+
+
+# --------------------------------------------------------------------------------------
+# Evaluating the training_data gates (no Dagster objects: the benchmark calls this too)
+
+
+@dataclass
+class TrainingGates:
+    quality: SuiteOutcome
+    profile: drift.DriftProfile  # of this table: the drift baseline once it is accepted
+    baseline_label: str | None  # which version the table was compared with
+    report: drift.DriftReport | None
+    findings: list[drift.DriftFinding]
+
+    @property
+    def drift_level(self) -> drift.Level:
+        return drift.overall_level(self.findings)
+
+    @property
+    def accepted(self) -> bool:
+        """Passed both blocking gates: this table may become the next drift baseline."""
+        return self.quality.success and self.drift_level != "error"
+
+
+def evaluate_training_gates(
+    table: pd.DataFrame, genres: Sequence[str], stats: TrainingTableStats, settings: Settings,
+    taxonomy: Taxonomy, baseline: drift.DriftProfile | None, baseline_label: str | None = None,
+) -> TrainingGates:
+    quality = validate_training_table(
         table, genres, min_rows=settings.data.min_rows, min_support=taxonomy.min_support,
         max_no_genre_share=settings.data.max_no_genre_share,
-        rows_without_genre=rows_without_genre,
+        rows_without_genre=stats.rows_without_genre,
+        duplicate_ids_replaced=stats.duplicate_ids_replaced, input_rows=stats.input_rows,
+        limits=training_limits(settings),
     )
+    config = settings.data.drift
+    profile = drift.profile_table(table, sample_rows=config.vocabulary_sample_rows,
+                                  taxonomy=taxonomy)
+    report, found = None, []
+    if baseline is not None:
+        report = drift.compare(profile, baseline, length_bins=config.length_bins,
+                               min_word_count=config.vocabulary_min_count)
+        found = drift.findings(report, drift_levels(settings))
+    return TrainingGates(quality, profile, baseline_label if baseline else None, report, found)
+
+
+# --------------------------------------------------------------------------------------
+# Markdown helpers
+
+
+def _md(text: Any) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _bullets(items: Sequence[str]) -> str:
+    return "\n".join(f"- {_md(i)}" for i in items) if items else "none"
+
+
+def _offending_rows(suite: SuiteOutcome) -> str:
+    """The sample rows of every failed (or warned) expectation, one line per row."""
+    rows = [(o.summary or o.expectation, "FAIL" if o.severity == "error" else "WARN", s)
+            for o in suite.failures + suite.warnings for s in o.sample]
+    if not rows:
+        return "no offending rows"
+    return _md_table(("check", "result", "row: value"), rows)
+
+
+def _failed(suite: SuiteOutcome) -> list[dict[str, Any]]:
+    return [{"expectation": o.expectation, "severity": o.severity, "observed": o.observed,
+             "expected": o.expected, "sample": o.sample}
+            for o in suite.failures + suite.warnings]
+
+
+# --------------------------------------------------------------------------------------
+# Check results
+
+
+def batch_quality_result(assessment: BatchAssessment,
+                         record_uri: str | None) -> AssetCheckResult:
+    suite = assessment.suite
+    metadata: dict[str, Any] = {
+        "file": assessment.name,
+        "content_sha256": assessment.load.sha256,
+        "format": str(assessment.load.format),
+        "rows_read": assessment.rows,
+        "quarantined": assessment.quarantined,
+        "reasons": MetadataValue.md(_bullets(assessment.reasons)),
+        "warnings": MetadataValue.md(_bullets(assessment.warnings)),
+        "extra_columns": assessment.load.extra_columns,
+    }
+    if record_uri:
+        metadata["quarantine_record"] = record_uri
+    if suite is not None:
+        metadata["results"] = MetadataValue.md(suite.to_markdown())
+        metadata["failed_expectations"] = MetadataValue.json(_failed(suite))
+        metadata["sample_offending_rows"] = MetadataValue.md(_offending_rows(suite))
+    passed = not assessment.quarantined and not assessment.warnings
     return AssetCheckResult(
-        check_name="training_data_quality",
+        check_name=BATCH_CHECK,
+        passed=passed,
+        severity=AssetCheckSeverity.ERROR if assessment.quarantined else AssetCheckSeverity.WARN,
+        description=assessment.summary(),
+        metadata=metadata,
+    )
+
+
+def training_quality_result(gates: TrainingGates) -> AssetCheckResult:
+    outcome = gates.quality
+    return AssetCheckResult(
+        check_name=QUALITY_CHECK,
         passed=outcome.success,
         severity=AssetCheckSeverity.ERROR,
         description=(
@@ -33,5 +193,47 @@ def training_data_check(
             "expectations": len(outcome.outcomes),
             "failed": len(outcome.failures),
             "results": MetadataValue.md(outcome.to_markdown()),
+            "failed_expectations": MetadataValue.json(_failed(outcome)),
+            "sample_offending_rows": MetadataValue.md(_offending_rows(outcome)),
+        },
+    )
+
+
+def drift_result(gates: TrainingGates) -> AssetCheckResult:
+    if gates.report is None:
+        return AssetCheckResult(
+            check_name=DRIFT_CHECK, passed=True, severity=AssetCheckSeverity.WARN,
+            description="no accepted training data to compare with yet: this version becomes "
+                        "the baseline once it passes its gates",
+            metadata={"baseline_version": "none"},
+        )
+    level = gates.drift_level
+    report = gates.report
+    rows = [(f.metric, f.level.upper(), f"{f.observed:.4f}", f"{f.warn:g}", f"{f.error:g}",
+             f.detail) for f in gates.findings]
+    table = _md_table(("metric", "result", "observed", "warn above", "error above", "detail"),
+                      rows)
+    genre_rows = [(g, f"{report.genre_psi[g]:.4f}") for g in list(report.genre_psi)[:10]]
+    off = [f for f in gates.findings if f.level != "ok"]
+    description = "no drift above the warn levels" if not off else (
+        f"{level.upper()}: " + "; ".join(
+            f"{f.metric} {f.observed:.3f} > {f.error if f.level == 'error' else f.warn:g} "
+            f"({f.detail})" for f in off))
+    return AssetCheckResult(
+        check_name=DRIFT_CHECK,
+        passed=level == "ok",
+        severity=AssetCheckSeverity.ERROR if level == "error" else AssetCheckSeverity.WARN,
+        description=description,
+        metadata={
+            "baseline_version": str(gates.baseline_label),
+            "level": level,
+            "results": MetadataValue.md(table),
+            "genre_psi_top": MetadataValue.md(_md_table(("genre", "PSI"), genre_rows)),
+            "genre_js_divergence": round(report.genre_js, 5),
+            "length_psi": round(report.length_psi, 5),
+            "mean_length_before_after": [round(x, 1) for x in report.mean_length],
+            "vocabulary_novelty": round(report.vocabulary_novelty, 5),
+            "novel_words": MetadataValue.json(dict(report.novel_words)),
+            "rows_before_after": [report.baseline_rows, report.current_rows],
         },
     )

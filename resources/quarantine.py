@@ -1,0 +1,146 @@
+"""Records the data gates keep on the artifact store.
+
+Layout under the artifact root:
+    quarantine/<landing file name>.json          a batch that is quarantined now
+    quarantine/history/<name>.<time>.json        records that were cleared or replaced
+    data_quality/training_data/accepted.json     the training_data version the drift check
+                                                 compares with (the last one that passed)
+    data_quality/training_data/<version>/drift_profile.json
+
+A quarantine record is written when a landing file fails its batch suite and removed (kept
+under history/) when a new upload of the same name passes. The landing file itself is never
+touched. Records are plain JSON: `file`, `sha256`, `reasons` (plain-language messages),
+`failed_expectations` (with examples), `action`, and when/by which run.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from resources.storage import (
+    ArtifactNotFoundError,
+    ArtifactStore,
+    LocalArtifactStore,
+    S3ArtifactStore,
+)
+
+QUARANTINE_PREFIX = "quarantine/"
+HISTORY_PREFIX = "quarantine/history/"
+TRAINING_BASELINE_PREFIX = "data_quality/training_data/"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def delete_key(store: ArtifactStore, key: str) -> None:
+    """Remove one object (the store interface has no delete; only these records need it)."""
+    if isinstance(store, LocalArtifactStore):
+        path = (Path(store.root) / key).resolve()
+        if not path.is_relative_to(Path(store.root).resolve()):
+            raise ValueError(f"key {key!r} points outside the store root {store.root}")
+        path.unlink(missing_ok=True)
+    elif isinstance(store, S3ArtifactStore):
+        full = f"{store.prefix}/{key}" if store.prefix else key
+        store.client.delete_object(Bucket=store.bucket, Key=full)
+    else:
+        raise TypeError(f"cannot delete from a {type(store).__name__}")
+
+
+def _read_json(store: ArtifactStore, key: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(store.get_bytes(key))
+    except ArtifactNotFoundError:
+        return None
+
+
+def _write_json(store: ArtifactStore, key: str, value: dict[str, Any]) -> None:
+    store.put_bytes(key, json.dumps(value, indent=2, sort_keys=True, default=str).encode())
+
+
+class QuarantineStore:
+    """Quarantine records of landing batches."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+
+    @staticmethod
+    def key(name: str) -> str:
+        return f"{QUARANTINE_PREFIX}{name}.json"
+
+    def uri(self, name: str) -> str:
+        return self.store.uri_of(self.key(name))
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        return _read_json(self.store, self.key(name))
+
+    def active(self) -> dict[str, dict[str, Any]]:
+        """Landing file name -> its quarantine record, for every batch quarantined now."""
+        records = {}
+        for key in self.store.list_keys(QUARANTINE_PREFIX):
+            if key.startswith(HISTORY_PREFIX) or not key.endswith(".json"):
+                continue
+            record = _read_json(self.store, key)
+            if record is not None:
+                records[str(record.get("file") or key[len(QUARANTINE_PREFIX):-5])] = record
+        return records
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        prefix = f"{HISTORY_PREFIX}{name}."
+        return [r for k in self.store.list_keys(prefix)
+                if k.endswith(".json") and (r := _read_json(self.store, k)) is not None]
+
+    def _archive(self, name: str, record: dict[str, Any], **why: Any) -> None:
+        _write_json(self.store, f"{HISTORY_PREFIX}{name}.{_stamp()}.json", {**record, **why})
+
+    def put(self, record: dict[str, Any]) -> str:
+        """Write the record of a quarantined batch; a record it replaces goes to history."""
+        name = str(record["file"])
+        old = self.get(name)
+        if old is not None and old.get("sha256") != record.get("sha256"):
+            self._archive(name, old, replaced_at=_now(), replaced_by_sha256=record.get("sha256"))
+        _write_json(self.store, self.key(name), {"quarantined_at": _now(), **record})
+        return self.uri(name)
+
+    def clear(self, name: str, **why: Any) -> bool:
+        """A new upload of `name` passed: move its record to history. True if there was one."""
+        old = self.get(name)
+        if old is None:
+            return False
+        self._archive(name, old, cleared_at=_now(), **why)
+        delete_key(self.store, self.key(name))
+        return True
+
+
+class TrainingDataBaseline:
+    """Which training_data version the drift check compares with, and its drift profile."""
+
+    ACCEPTED = f"{TRAINING_BASELINE_PREFIX}accepted.json"
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+
+    @staticmethod
+    def profile_key(version: str) -> str:
+        return f"{TRAINING_BASELINE_PREFIX}{version}/drift_profile.json"
+
+    def accepted(self) -> dict[str, Any] | None:
+        return _read_json(self.store, self.ACCEPTED)
+
+    def profile(self, version: str) -> dict[str, Any] | None:
+        return _read_json(self.store, self.profile_key(version))
+
+    def save_profile(self, version: str, profile: dict[str, Any]) -> None:
+        _write_json(self.store, self.profile_key(version), profile)
+
+    def accept(self, version: str, **info: Any) -> None:
+        """Make `version` the baseline (it passed the quality and drift gates)."""
+        _write_json(self.store, self.ACCEPTED, {"version": version, "accepted_at": _now(),
+                                                **info})
