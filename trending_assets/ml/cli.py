@@ -43,9 +43,14 @@ def build_parser(description: str, params_type: type) -> argparse.ArgumentParser
                         default="offline")
     group = parser.add_argument_group("hyperparameters")
     for field in dataclasses.fields(params_type):
+        flag = f"--{field.name.replace('_', '-')}"
+        if isinstance(field.default, bool):  # type=bool would read "False" as True
+            group.add_argument(flag, action=argparse.BooleanOptionalAction,
+                               default=field.default, help=f"default: {field.default}")
+            continue
         kind = type(field.default) if field.default is not None else str
-        group.add_argument(f"--{field.name.replace('_', '-')}", type=kind,
-                           default=field.default, help=f"default: {field.default}")
+        group.add_argument(flag, type=kind, default=field.default,
+                           help=f"default: {field.default}")
     return parser
 
 
