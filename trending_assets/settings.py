@@ -53,26 +53,24 @@ class SplitSettings(_Strict):
     salt: str = "trending-now-split-v1"
 
 
-class IntRange(_Strict):
+class _OrderedRange(_Strict):
+    """A closed range; subclasses give `min` and `max` their type."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _OrderedRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not be above max ({self.max})")
+        return self
+
+
+class IntRange(_OrderedRange):
     min: int
     max: int
 
-    @model_validator(mode="after")
-    def _ordered(self) -> IntRange:
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) must not be above max ({self.max})")
-        return self
 
-
-class FloatRange(_Strict):
+class FloatRange(_OrderedRange):
     min: float
     max: float
-
-    @model_validator(mode="after")
-    def _ordered(self) -> FloatRange:
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) must not be above max ({self.max})")
-        return self
 
 
 class TitleBounds(_Strict):
