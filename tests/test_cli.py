@@ -84,11 +84,13 @@ def test_trainer_help_lists_hyperparameters():
             assert expected in done.stdout, (module, expected)
 
 
-def test_definitions_validate():
+def test_definitions_validate(tmp_path):
+    # An instance of its own: the user's $DAGSTER_HOME may not exist yet (fresh clone).
     done = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "definitions", "validate",
          "-m", "trending_assets.definitions"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
     assert done.returncode == 0, done.stdout + done.stderr
 
 
