@@ -100,22 +100,8 @@ def write_version(store: ArtifactStore, base: str, version: str, obj: Any) -> di
 
 def read_version(store: ArtifactStore, base: str, declared: Any) -> tuple[Any, dict[str, Any]]:
     """Load the current version under `base` as `declared`, verifying every file's sha256."""
-    manifest = json.loads(store.get_bytes(f"{base}/current.json"))
-    version_key = f"{base}/{manifest['version']}"
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        for name, info in manifest["files"].items():
-            data = store.get_bytes(f"{version_key}/{name}")
-            if sha256_hex(data) != info["sha256"]:
-                raise ArtifactIntegrityError(
-                    f"{store.uri_of(f'{version_key}/{name}')}: sha256 {sha256_hex(data)} does "
-                    f"not match the recorded {info['sha256']}; the file was changed after it "
-                    "was written. Re-materialize the asset."
-                )
-            target = workdir / checked_file_name(name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        return _deserialize(declared, workdir), manifest
+    current = json.loads(store.get_bytes(f"{base}/current.json"))
+    return read_version_at(store, base, current["version"], declared)
 
 
 def read_current_manifest(store: ArtifactStore, base: str) -> dict[str, Any] | None:
@@ -129,7 +115,7 @@ def read_current_manifest(store: ArtifactStore, base: str) -> dict[str, Any] | N
 def read_version_at(
     store: ArtifactStore, base: str, version: str, declared: Any
 ) -> tuple[Any, dict[str, Any]]:
-    """Load one stored version (e.g. the previous one) as `declared`, verifying every sha256."""
+    """Load one stored version (current or older) as `declared`, verifying every sha256."""
     manifest = json.loads(store.get_bytes(f"{base}/{version}/manifest.json"))
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -139,7 +125,8 @@ def read_version_at(
             if sha256_hex(data) != info["sha256"]:
                 raise ArtifactIntegrityError(
                     f"{store.uri_of(key)}: sha256 {sha256_hex(data)} does not match the "
-                    f"recorded {info['sha256']}; the file was changed after it was written."
+                    f"recorded {info['sha256']}; the file was changed after it was written. "
+                    "Re-materialize the asset."
                 )
             target = workdir / checked_file_name(name)
             target.parent.mkdir(parents=True, exist_ok=True)
