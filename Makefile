@@ -7,7 +7,7 @@ export GX_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export WANDB_SILENT := true
 
-.PHONY: run test ui lint validate clean
+.PHONY: run test ui lint validate clean screenshots deploy-check image
 
 # torch first, pinned: 2.13.0 is a CPU build here; an open range pulls a multi-GB CUDA build.
 $(VENV)/.installed-run: pyproject.toml
@@ -21,6 +21,15 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The browser test drives Debian's chromium (no downloaded browser); installed once, when
+# missing. A fresh machine's package lists may be empty or stale: update, then retry.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium \
+		|| { $(SUDO) apt-get update -qq && \
+		     DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
 $(DAGSTER_HOME)/dagster.yaml: configs/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp configs/dagster.yaml $@
@@ -30,7 +39,7 @@ run: $(VENV)/.installed-run $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m trending_assets.cli run
 
 ## make test: the same environment with test extras, then the whole test suite
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(CHROMIUM)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
@@ -38,8 +47,27 @@ test: $(VENV)/.installed-test
 ui: $(VENV)/.installed-run $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+## make screenshots: the README's UI pictures, taken by the browser test (tests/test_ui_browser.py)
+screenshots: $(VENV)/.installed-test $(CHROMIUM)
+	$(PY) -m pytest tests/test_ui_browser.py -q
+	mkdir -p docs/screenshots
+	cp $(addprefix test-artifacts/ui/,graph.png asset.png check_failure.png report_tables.png report.png) \
+		docs/screenshots/
+
 validate: $(VENV)/.installed-run
 	$(VENV)/bin/dagster definitions validate -m trending_assets.definitions
+
+## make deploy-check: the cluster deployment without a cluster (step Jobs, Helm values,
+## Dockerfile, workflows, Postgres instance); README "Deploying to a cluster"
+deploy-check: $(VENV)/.installed-test
+	$(PY) -m pytest tests/test_k8s_jobs.py tests/test_helm_values.py tests/test_deploy_files.py \
+		tests/test_postgres_instance.py
+
+## make image: the code location image (VARIANT=cuda for the GPU build; needs Docker)
+VARIANT ?= cpu
+image:
+	docker build --build-arg VARIANT=$(VARIANT) --build-arg GIT_SHA=$$(git rev-parse HEAD) \
+		-t trending-assets:$(VARIANT) .
 
 clean:
 	rm -rf .trending

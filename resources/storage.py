@@ -8,7 +8,6 @@ which is what immutable registry versions rest on.
 from __future__ import annotations
 
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 from dagster import ConfigurableResource
 from dagster_aws.s3 import S3Resource
+
+from trending_assets.ml.artifact import write_temp_beside
 
 
 class ArtifactNotFoundError(FileNotFoundError):
@@ -59,22 +60,14 @@ class LocalArtifactStore(ArtifactStore):
             raise ValueError(f"artifact key {key!r} points outside the store root {self.root}")
         return path
 
-    def _write_temp(self, path: Path, data: bytes) -> str:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        return tmp
 
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        os.replace(self._write_temp(path, data), path)
+        os.replace(write_temp_beside(path, data), path)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
-        tmp = self._write_temp(path, data)
+        tmp = write_temp_beside(path, data)
         try:
             os.link(tmp, path)  # atomic, and fails if the name exists
             return True

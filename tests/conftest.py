@@ -53,7 +53,9 @@ def write_test_configs(folder: Path, root: Path, tiny_bert_dir: Path,
         "data": {"min_rows": 100},
         "xgboost": {"n_estimators": 30, "k_best_features": 500},
         "bert": {"model_path": str(tiny_bert_dir), "epochs": 1, "batch_size": 16},
-        "gates": {f: {"min_macro_f1": 0.0, "min_micro_f1": 0.0}
+        # Tiny models on 800 titles: every value floor off (slices and genres too).
+        "gates": {f: {"min_macro_f1": 0.0, "min_micro_f1": 0.0, "genre_floor": None,
+                      "slices": []}
                   for f in ("reference", "xgboost", "bert")},
     }
     if extra:
@@ -72,3 +74,14 @@ def pipeline_env(tmp_path: Path, tiny_bert_dir: Path, netflix: pd.DataFrame) -> 
     netflix.sample(800, random_state=0).to_csv(root / "landing" / "batch-001.csv", index=False)
     config_dir = write_test_configs(tmp_path / "configs", root, tiny_bert_dir)
     return {"root": root, "config_dir": config_dir, "landing": root / "landing"}
+
+
+@pytest.fixture(scope="session")
+def dagster_ui(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path,
+               netflix: pd.DataFrame):
+    """A real dagster-webserver on a loopback port with a test instance and two landing
+    files, shared by the browser and GraphQL tests (see tests/dagster_ui.py)."""
+    from .dagster_ui import prepared_ui
+
+    with prepared_ui(tmp_path_factory.mktemp("dagster_ui"), tiny_bert_dir, netflix) as ui:
+        yield ui

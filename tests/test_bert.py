@@ -77,16 +77,14 @@ def params(tiny_bert: Path) -> BertParams:
 @pytest.fixture(scope="module")
 def trained(data, params) -> tuple[BertGenreModel, list[dict[str, float]], list[dict]]:
     logged: list[dict] = []
-    model, history = train_bert(*data, GENRES, params, log_fn=logged.append)
-    return model, history, logged
+    training = train_bert(*data, GENRES, params, log_fn=logged.append)
+    return training.model, training.history, logged
 
 
 def test_training_learns_separable_task(trained, data) -> None:
     model, history, logged = trained
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
-    assert set(history[0]) == {
-        "epoch", "train_loss", "val_loss", "val_macro_f1", "seconds", "samples_per_s"
-    }
+    assert set(history[0]) == {"epoch", "train_loss", "val_loss", "val_macro_f1"}
     assert max(h["val_macro_f1"] for h in history) >= 0.9
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 
@@ -101,7 +99,9 @@ def test_training_learns_separable_task(trained, data) -> None:
 
     step_logs = [m for m in logged if "step" in m]
     epoch_logs = [m for m in logged if "val/macro_f1" in m]
-    assert step_logs and {"train/loss", "train/lr", "train/samples_per_s"} <= set(step_logs[0])
+    assert step_logs and {"train/loss", "train/lr", "train/samples_per_s", "train/steps_per_s",
+                          "train/eta_s"} <= set(step_logs[0])
+    assert step_logs[-1]["train/eta_s"] < step_logs[0]["train/eta_s"]
     assert len(epoch_logs) == 5 and {"train/loss", "val/loss"} <= set(epoch_logs[0])
 
 
@@ -137,8 +137,8 @@ def test_save_load_round_trip(trained, data, tmp_path: Path) -> None:
 
 def test_same_seed_same_history(data, params) -> None:
     quick = replace(params, epochs=1)
-    first = train_bert(*data, GENRES, quick)[1]
-    second = train_bert(*data, GENRES, quick)[1]
+    first = train_bert(*data, GENRES, quick).history
+    second = train_bert(*data, GENRES, quick).history
     for key in ("train_loss", "val_loss", "val_macro_f1"):
         assert [h[key] for h in first] == [h[key] for h in second]
 
@@ -190,10 +190,11 @@ def test_warm_start_from_saved_model_with_other_genres(trained, data, params, tm
     train_texts, train_labels, val_texts, val_labels = data
     three = ["scifi", "romance", "other"]
     pad = np.zeros((len(train_labels), 1), dtype=np.int8)
-    model, history = train_bert(
+    training = train_bert(
         train_texts, np.hstack([train_labels, pad]),
         val_texts, np.hstack([val_labels, pad[: len(val_labels)]]),
         three, replace(params, model_path=str(tmp_path / "previous"), epochs=1),
     )
+    model, history = training.model, training.history
     assert model.genres == three and model.predict_proba(val_texts[:4]).shape == (4, 3)
     assert len(history) == 1

@@ -61,7 +61,7 @@ def test_local_overlay_on_base() -> None:
     assert s.storage.landing == str((REPO_ROOT / ".trending" / "landing").resolve())
     assert s.tracking.dir == str((REPO_ROOT / ".trending" / "wandb").resolve())
     # untouched base values
-    assert s.bert.epochs == 3
+    assert s.bert.epochs == 4
     assert s.bert.batch_size == 32
     assert s.bert.model_path is None
     assert s.xgboost.n_estimators == 400
@@ -82,7 +82,7 @@ def test_staging_overlay_on_base() -> None:
     assert (s.bert.epochs, s.bert.batch_size) == (3, 64)
     # nested merge keeps the base keys the overlay did not name
     assert s.bert.max_length == 64
-    assert s.bert.learning_rate == pytest.approx(1e-4)
+    assert s.bert.learning_rate == pytest.approx(2e-4)
     # staging keeps the base gates
     assert s.gates.xgboost.min_macro_f1 == pytest.approx(0.30)
     assert s.gates.bert.min_macro_f1 == pytest.approx(0.30)

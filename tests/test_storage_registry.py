@@ -34,19 +34,17 @@ from resources.storage import (
     split_s3_uri,
 )
 
+from .ports import free_port
+
 S3_PREFIX = "trending/artifacts"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def s3_client() -> Iterator[object]:
     """A boto3 client talking HTTP to a moto server on loopback (not the in-process mock)."""
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     with pytest.MonkeyPatch.context() as mp:
         # Real S3 evaluates `If-None-Match: *` atomically; moto checks, then writes, in two

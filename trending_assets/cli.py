@@ -7,6 +7,7 @@ instance under $DAGSTER_HOME, so every run shows in `dagster dev` afterwards.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
 from importlib import resources as package_files
@@ -25,6 +26,7 @@ from dagster._core.storage.asset_check_execution_record import (
 )
 
 from resources.quarantine import QuarantineStore
+from resources.registry import ModelRegistry
 from trending_assets import definitions
 from trending_assets.assets.ingestion import artifact_store, landing_files
 from trending_assets.automation.landing import (
@@ -32,6 +34,7 @@ from trending_assets.automation.landing import (
     landing_keys,
     training_job,
 )
+from trending_assets.governance import complete_wandb_links, reproduce_version
 from trending_assets.settings import Settings, load_settings
 
 SAMPLE_FILE = "netflix_titles_genres.csv.gz"
@@ -106,7 +109,8 @@ def summarize(instance: DagsterInstance, run_id: str | None) -> list[SummaryRow]
         if family == "reference":
             version = "not registered (baseline)"
         elif registered and same_run:
-            version = f"v{registered['version']} ({', '.join(registered['aliases'])})"
+            held = ", ".join(registered["aliases"]) or registered.get("decision", "no alias")
+            version = f"v{registered['version']} ({held})"
         else:
             version = "not registered"
         rows.append(SummaryRow(family, evaluation.get("macro_f1"), evaluation.get("micro_f1"),
@@ -176,15 +180,47 @@ def run(force: bool) -> int:
     return 0 if run_id is None or result.success else 1
 
 
+def reproduce(model: str, version: int) -> int:
+    outcome = reproduce_version(load_settings(), model, version)
+    print(outcome.table())
+    for note in outcome.environment_notes:
+        print(f"environment differs: {note}")
+    verdict = "reproduced" if outcome.reproduced else "NOT reproduced"
+    print(f"{model} v{version}: {verdict} (largest difference {outcome.largest_difference:.4g},"
+          f" tolerance {outcome.tolerance})")
+    print(json.dumps(outcome.summary()))
+    return 0 if outcome.reproduced else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trending_assets.cli", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="ingest new landing files, train, print a summary")
     run_parser.add_argument("--force", action="store_true", help="retrain even with no new data")
     sub.add_parser("summary", help="print the summary of the latest models")
+    reproduce_parser = sub.add_parser(
+        "reproduce", help="retrain a registered version from its manifest, compare metrics")
+    reproduce_parser.add_argument("--model", required=True, help="e.g. trending-now-xgboost")
+    reproduce_parser.add_argument("--version", type=int, required=True)
+    links_parser = sub.add_parser(
+        "complete-wandb-links",
+        help="after `wandb sync`: link pending registry versions into the W&B registry")
+    links_parser.add_argument("--entity", default=None,
+                              help="W&B entity the runs were synced to (default: yours)")
     args = parser.parse_args(argv)
     if args.command == "run":
         return run(args.force)
+    if args.command == "reproduce":
+        return reproduce(args.model, args.version)
+    if args.command == "complete-wandb-links":
+        import wandb
+
+        settings = load_settings()
+        registry = ModelRegistry(artifact_store(settings))
+        linked = complete_wandb_links(registry, wandb.Api(),
+                                      args.entity or settings.tracking.entity)
+        print(f"{len(linked)} pending link(s) completed")
+        return 0
     print(format_summary(summarize(DagsterInstance.get(), None)))
     return 0
 

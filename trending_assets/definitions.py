@@ -16,7 +16,9 @@ from trending_assets.assets.ingestion import raw_titles, training_data
 from trending_assets.assets.registry import registered_bert_model, registered_xgboost_model
 from trending_assets.assets.training import bert_model, reference_model, xgboost_model
 from trending_assets.assets.tuning import xgboost_hyperparameters
-from trending_assets.automation.landing import ingest_job, landing_sensor, training_job
+from trending_assets.automation.landing import ingest_job, training_job
+from trending_assets.automation.wiring import automation_resources, build_automation
+from trending_assets.k8s import executor_config
 from trending_assets.settings import Settings, SettingsResource, load_settings
 
 ASSETS = [
@@ -41,6 +43,10 @@ def build_resources(settings: Settings, overrides: str = "{}") -> dict[str, obje
         "tracker": WandbTracker(
             mode=settings.tracking.mode, project=settings.tracking.project,
             entity=settings.tracking.entity, dir=settings.tracking.dir),
+        # `notifier`: alert channels from `alerts:` in configs/ (Slack, webhook, log); forced
+        # promotions (registration assets) and the alert sensors send through it.
+        # `retrain_requests`: where the retrain_requests sensor reads requests.
+        **automation_resources(settings),
     }
 
 
@@ -48,7 +54,9 @@ def build_executor(settings: Settings) -> ExecutorDefinition | None:
     if settings.executor == "k8s":
         from dagster_k8s import k8s_job_executor  # only the cluster image needs it loaded
 
-        return k8s_job_executor
+        # One pod per step, each sized from `k8s:` in configs/ (see trending_assets/k8s.py).
+        step_names = [a.node_def.name for a in ASSETS]
+        return k8s_job_executor.configured(executor_config(settings.k8s, step_names))
     if settings.executor == "in_process":
         from dagster import in_process_executor
 
@@ -58,10 +66,13 @@ def build_executor(settings: Settings) -> ExecutorDefinition | None:
 
 
 def build_definitions(settings: Settings, overrides: str = "{}") -> Definitions:
+    # Sensors, schedules, automation conditions and freshness policies from `automation:`.
+    automation = build_automation(ASSETS, settings)
     return Definitions(
-        assets=ASSETS,
+        assets=automation.assets,
         jobs=[ingest_job, training_job],
-        sensors=[landing_sensor],
+        sensors=automation.sensors,
+        schedules=automation.schedules,
         resources=build_resources(settings, overrides),
         executor=build_executor(settings),
     )

@@ -215,17 +215,325 @@ class BertSettings(_Strict):
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping; 0 = off")
     seed: int = 0
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
+    # Training loop (trending_assets/ml/bert_loop.py); batch_size is per optimizer step over
+    # all processes, so changing `processes` or `grad_accum_steps` keeps the optimisation.
+    grad_accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    head_dropout: float = Field(0.1, ge=0, lt=1)
+    pad_multiple: int = Field(8, ge=1, description="batch widths round up to a multiple")
+    compile: bool = Field(False, description="torch.compile, one graph per padded width")
+    early_stopping_patience: int = Field(
+        0, ge=0, description="stop after this many epochs without a better val macro-F1; 0 = off")
+    checkpoint_every_steps: int = Field(
+        0, ge=0, description="checkpoint cadence in optimizer steps; 0 = at epoch ends only")
+    log_every_steps: int = Field(20, ge=1)
+    processes: int = Field(
+        1, ge=1, description="data-parallel worker processes per node (torchrun); 1 = one "
+                             "plain process. On Kubernetes the pod's GPU count equals this")
+
+
+GATE_METRICS = ("macro_f1", "micro_f1", "micro_precision", "micro_recall")
+
+
+def _check_metric_path(path: str) -> str:
+    """`<metric>` (overall) or `<slice>/<metric>`, e.g. `macro_f1`, `kind=tv/macro_f1`."""
+    slice_name, _, metric = path.rpartition("/")
+    if metric not in GATE_METRICS or (path.count("/") and not slice_name):
+        raise ValueError(f"metric {path!r}: use one of {', '.join(GATE_METRICS)}, optionally "
+                         "prefixed with a slice name and '/', e.g. 'kind=tv/macro_f1'")
+    return path
+
+
+class SliceGate(_Strict):
+    """Value floors on one evaluation slice (`kind=movie`, `kind=tv`, `ood`, ...)."""
+
+    slice: str = Field(min_length=1)
+    min_macro_f1: float | None = Field(None, ge=0, le=1)
+    min_micro_f1: float | None = Field(None, ge=0, le=1)
+    required: bool = Field(
+        False, description="a missing slice fails the gate; otherwise it is skipped, and the "
+                           "record says so (the OOD set is evaluated only when present)")
+
+
+class GenreFloor(_Strict):
+    """No genre with at least `min_support` test titles may score an F1 below `min_f1`."""
+
+    min_support: int = Field(ge=1)
+    min_f1: float = Field(ge=0, le=1)
+
+
+class ChangeThreshold(_Strict):
+    """How the candidate must compare with the production champion on one metric.
+
+    The change is measured in the better direction (candidate - champion when higher is
+    better); it must be at least `absolute`, and at least `relative` times the champion's
+    value. A negative bound allows that much regression; 0 means "no worse"."""
+
+    metric: str
+    direction: Literal["higher_is_better", "lower_is_better"] = "higher_is_better"
+    absolute: float | None = None
+    relative: float | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> ChangeThreshold:
+        _check_metric_path(self.metric)
+        if self.absolute is None and self.relative is None:
+            raise ValueError(f"change threshold on {self.metric!r}: set `absolute`, "
+                             "`relative` or both")
+        return self
 
 
 class GateSettings(_Strict):
+    """One model family's registration gate (trending_assets/ml/gate.py applies it).
+
+    Value thresholds (overall, per slice, per genre) are checked on every candidate; the
+    change thresholds only when a production champion exists."""
+
     min_macro_f1: float = Field(ge=0, le=1)
     min_micro_f1: float = Field(ge=0, le=1)
+    genre_floor: GenreFloor | None = None
+    slices: tuple[SliceGate, ...] = ()
+    champion: tuple[ChangeThreshold, ...] = ()
+    promote_to: Literal["staging", "production"] = Field(
+        "production", description="a blessed challenger gets `staging`, or `staging` and "
+                                  "`production` (it becomes the champion)")
+    first_run_promote_to: Literal["staging", "production"] = Field(
+        "staging", description="with no champion yet (value thresholds only): production "
+                               "here lets the first model become champion automatically")
+
+    @model_validator(mode="after")
+    def _unique_slices(self) -> GateSettings:
+        names = [s.slice for s in self.slices]
+        if len(names) != len(set(names)):
+            raise ValueError(f"slices: each slice may appear once, got {names}")
+        return self
 
 
 class GatesSettings(_Strict):
     reference: GateSettings
     xgboost: GateSettings
     bert: GateSettings
+
+
+class ModelCardText(_Strict):
+    """The written parts of every model card (the numbers come from the evaluation)."""
+
+    intended_use: str = Field(min_length=1)
+    limitations: tuple[str, ...] = ()
+
+
+class RegistrySettings(_Strict):
+    """Where registered versions are mirrored, and how reproductions are judged."""
+
+    backend: Literal["store", "wandb"] = Field(
+        "store", description="store: versions in the artifact store only; wandb: also logged "
+                             "to W&B and linked into its model registry (pending while offline)")
+    wandb_registry: str = Field(
+        "model", pattern=r"^[A-Za-z0-9_-]+$",
+        description="W&B registry name: versions link to wandb-registry-<name>/<model>")
+    reproduce_tolerance: dict[str, float] = Field(
+        default_factory=lambda: {"reference": 0.0, "xgboost": 0.0, "bert": 0.02},
+        description="largest |recorded - retrained| test metric a reproduction may show")
+    model_card: ModelCardText = ModelCardText(
+        intended_use="Suggest genres for a movie or TV show from its synopsis.")
+
+    @model_validator(mode="after")
+    def _tolerances(self) -> RegistrySettings:
+        bad = {k: v for k, v in self.reproduce_tolerance.items() if not 0 <= v <= 1}
+        if bad:
+            raise ValueError(f"reproduce_tolerance: values must be between 0 and 1: {bad}")
+        missing = {"reference", "xgboost", "bert"} - set(self.reproduce_tolerance)
+        if missing:
+            raise ValueError(f"reproduce_tolerance: give a tolerance for {sorted(missing)}")
+        return self
+
+
+# --- automation and alerts --------------------------------------------------------------
+
+
+class LandingSensorSettings(_Strict):
+    """How the landing sensor lists the landing area (see trending_assets/automation/landing.py)."""
+
+    layout: Literal["flat", "dated"] = Field(
+        "flat", description="flat: every file directly under the landing area (each tick lists "
+                            "it all; for a local folder); dated: files under a date folder "
+                            "(`date_format`) and a tick lists only the last `lookback_days`")
+    date_format: str = Field("%Y-%m-%d", description="strftime of the date folder (UTC)")
+    lookback_days: int = Field(
+        1, ge=0, le=31, description="dated layout: date folders listed besides today's")
+    page_size: int = Field(1000, ge=1, le=1000, description="keys per S3 LIST request")
+    max_runs_per_tick: int = Field(
+        1000, ge=1, description="new files beyond this wait for the next tick")
+    minimum_interval_seconds: int = Field(30, ge=5)
+
+
+class RetrainSettings(_Strict):
+    """When newly accepted landing data retrains the graph below raw_titles."""
+
+    min_new_rows: int = Field(
+        1000, ge=1, description="accepted rows landed since training_data last materialized")
+    max_wait_minutes: int | None = Field(
+        1440, ge=1, description="fewer new rows still retrain once the oldest waited this "
+                                "long; empty = only `min_new_rows` triggers")
+    min_interval_minutes: int = Field(
+        60, ge=0, description="no automatic retrain sooner than this after the last attempt")
+
+
+class FreshnessWindow(_Strict):
+    warn_hours: float | None = Field(None, gt=0)
+    fail_hours: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _warn_before_fail(self) -> FreshnessWindow:
+        if self.warn_hours is not None and self.warn_hours >= self.fail_hours:
+            raise ValueError(f"warn_hours ({self.warn_hours}) must be below fail_hours "
+                             f"({self.fail_hours})")
+        return self
+
+
+class RetrainRequestSettings(_Strict):
+    uri: str | None = Field(
+        None, description="where retrain requests (JSON) are written: a folder or s3:// prefix; "
+                          "empty = <storage.root>/triggers")
+    minimum_interval_seconds: int = Field(30, ge=5)
+
+
+class AutomationSettings(_Strict):
+    sensors_running: bool = Field(
+        False, description="sensors, the automation sensor and schedules start RUNNING")
+    landing: LandingSensorSettings = LandingSensorSettings()
+    retrain: RetrainSettings = RetrainSettings()
+    propagate: bool = Field(
+        True, description="declarative automation below raw_titles (else schedules and "
+                          "requests only)")
+    on_demand_assets: tuple[str, ...] = Field(
+        ("xgboost_hyperparameters",),
+        description="assets below raw_titles that automation never materializes")
+    automation_interval_seconds: int = Field(60, ge=5)
+    freshness: dict[str, FreshnessWindow] = Field(
+        default_factory=dict, description="asset name -> time window it must update within")
+    weekly_retrain_cron: str | None = Field(
+        "0 3 * * 1", description="cron of the full retrain schedule; empty = no schedule")
+    timezone: str = "UTC"
+    retrain_requests: RetrainRequestSettings = RetrainRequestSettings()
+
+
+class AlertChannel(_Strict):
+    kind: Literal["slack", "webhook", "log"]
+    url: str | None = Field(None, description="webhook URL written in the config")
+    url_env: str | None = Field(
+        None, description="or the environment variable holding it (secrets stay out of YAML)")
+
+    @model_validator(mode="after")
+    def _has_target(self) -> AlertChannel:
+        if self.kind != "log" and not (self.url or self.url_env):
+            raise ValueError(f"a {self.kind} channel needs `url` or `url_env`")
+        return self
+
+
+class AlertSettings(_Strict):
+    channels: tuple[AlertChannel, ...] = (AlertChannel(kind="log"),)
+    ui_base_url: str = Field("http://127.0.0.1:3000", description="links in alert messages")
+    timeout_seconds: float = Field(10.0, gt=0)
+    minimum_interval_seconds: int = Field(30, ge=5)
+    max_events_per_tick: int = Field(
+        200, ge=1, description="per tick: freshness events read, and latest executions of "
+                               "each check looked at (failures beyond it between two ticks "
+                               "are not alerted)")
+
+
+# --- Kubernetes: one pod per step (k8s_job_executor; trending_assets/k8s.py builds it) ----
+
+_CPU_QUANTITY = r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$"
+_MEMORY_QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+_QUANTITY_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+                      "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+def quantity_value(quantity: str) -> float:
+    """A Kubernetes quantity ('500m', '2', '16Gi') as a plain number, to compare sizes."""
+    for suffix in sorted(_QUANTITY_SUFFIXES, key=len, reverse=True):
+        if quantity.endswith(suffix):
+            return float(quantity[: -len(suffix)]) * _QUANTITY_SUFFIXES[suffix]
+    return float(quantity)
+
+
+class PodSize(_Strict):
+    cpu: str = Field(pattern=_CPU_QUANTITY, description="cores: '2', '0.5' or '500m'")
+    memory: str = Field(pattern=_MEMORY_QUANTITY, description="bytes: '512Mi', '16Gi'")
+
+
+class Toleration(_Strict):
+    key: str = Field(min_length=1)
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+    @model_validator(mode="after")
+    def _value_matches_operator(self) -> Toleration:
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError(f"toleration {self.key!r}: operator Exists takes no value")
+        if self.operator == "Equal" and self.value is None:
+            raise ValueError(f"toleration {self.key!r}: operator Equal needs a value "
+                             "(or use operator: Exists)")
+        return self
+
+
+class NodePool(_Strict):
+    """Where a step may run: the pool's node labels and the taints its pods tolerate."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+
+
+class StepPod(_Strict):
+    requests: PodSize
+    limits: PodSize
+    gpus: int = Field(0, ge=0, description="GPUs for the container (k8s.gpu_resource limit)")
+    pool: str | None = Field(None, description="a key of k8s.node_pools; empty = any node")
+    shm_size: str | None = Field(
+        None, pattern=_MEMORY_QUANTITY,
+        description="/dev/shm in memory: torch workers and NCCL need more than the 64Mi default")
+    deadline_seconds: int | None = Field(
+        None, ge=60, description="the Job is stopped after this long (activeDeadlineSeconds)")
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> StepPod:
+        for resource in ("cpu", "memory"):
+            request = getattr(self.requests, resource)
+            limit = getattr(self.limits, resource)
+            if quantity_value(request) > quantity_value(limit):
+                raise ValueError(f"requests.{resource} ({request}) is above limits.{resource} "
+                                 f"({limit}); Kubernetes rejects such a pod")
+        return self
+
+
+class K8sSettings(_Strict):
+    """Pods of the k8s_job_executor: one Kubernetes Job per step (op), sized per step."""
+
+    gpu_resource: str = Field("nvidia.com/gpu", description="extended resource name of a GPU")
+    job_ttl_seconds: int = Field(
+        86400, ge=0, description="finished Jobs (and their pod logs) are deleted after this")
+    backoff_limit: int = Field(
+        0, ge=0, description="pod restarts by Kubernetes; Dagster's retry policy retries steps")
+    max_concurrent_steps: int | None = Field(None, ge=1, description="pods at once in one run")
+    node_pools: dict[str, NodePool] = Field(default_factory=dict)
+    default_step: StepPod = StepPod(requests=PodSize(cpu="250m", memory="512Mi"),
+                                    limits=PodSize(cpu="1", memory="2Gi"))
+    steps: dict[str, StepPod] = Field(
+        default_factory=dict, description="op name -> pod size; other steps get default_step")
+
+    @model_validator(mode="after")
+    def _pools_exist(self) -> K8sSettings:
+        named = {"default_step": self.default_step} | {f"steps.{k}": v
+                                                       for k, v in self.steps.items()}
+        for where, step in named.items():
+            if step.pool is not None and step.pool not in self.node_pools:
+                raise ValueError(f"{where}.pool {step.pool!r} is not in node_pools "
+                                 f"({', '.join(self.node_pools) or 'none defined'})")
+            if step.gpus and step.pool is None:
+                raise ValueError(f"{where} asks for {step.gpus} GPU(s) but names no pool: "
+                                 "GPU nodes are tainted, set `pool` to one that tolerates them")
+        return self
 
 
 class Settings(_Strict):
@@ -242,6 +550,10 @@ class Settings(_Strict):
     xgboost: XGBoostSettings = XGBoostSettings()
     bert: BertSettings = BertSettings()
     gates: GatesSettings
+    registry: RegistrySettings = RegistrySettings()
+    automation: AutomationSettings = AutomationSettings()
+    alerts: AlertSettings = AlertSettings()
+    k8s: K8sSettings = K8sSettings()
     config_dir: str = Field(description="folder the YAML files were read from (set by the loader)")
 
     @model_validator(mode="after")
@@ -250,12 +562,33 @@ class Settings(_Strict):
             raise ValueError("data.split: val_fraction + test_fraction must stay below 0.6")
         return self
 
+    @model_validator(mode="after")
+    def _gpu_settings_match_pods(self) -> Settings:
+        if self.executor != "k8s":
+            return self
+        xgboost_gpus = self.k8s.steps.get("xgboost_model", self.k8s.default_step).gpus
+        if self.xgboost.device.startswith("cuda") and xgboost_gpus == 0:
+            raise ValueError(f"xgboost.device is {self.xgboost.device!r} but "
+                             "k8s.steps.xgboost_model.gpus is 0: give the step a GPU or use cpu")
+        # torchrun starts bert.processes workers, one per GPU of the pod: the two must agree.
+        bert_gpus = self.k8s.steps.get("bert_model", self.k8s.default_step).gpus
+        if bert_gpus and (bert_gpus > 1 or self.bert.processes > 1) \
+                and self.bert.processes != bert_gpus:
+            raise ValueError(
+                f"bert.processes ({self.bert.processes}) must equal k8s.steps.bert_model.gpus "
+                f"({bert_gpus}): torchrun runs one worker per GPU of the pod; set both to the "
+                "same count")
+        return self
+
     def fingerprint(self) -> str:
         """sha256 of the validated configuration, recorded with every artifact.
 
         Where the files were read from and the code version are recorded separately, so
         they are left out: the same configuration gives the same hash in any checkout."""
-        values = self.model_dump(mode="json", exclude={"config_dir", "code_version"})
+        # Automation and alerts decide when and who hears, and k8s which pod runs a step,
+        # never what an artifact holds.
+        values = self.model_dump(mode="json", exclude={"config_dir", "code_version",
+                                                      "automation", "alerts", "k8s"})
         blob = json.dumps(values, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -3,6 +3,7 @@
 import base64
 import tempfile
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +16,26 @@ from dagster import (
     AssetsDefinition,
     MetadataValue,
     Output,
+    TableColumn,
+    TableRecord,
+    TableSchema,
     asset,
 )
 
 from resources.tracking import WandbTracker
+from trending_assets.assets import ML_OWNERS
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
 from trending_assets.ml.bert import BertGenreModel
 from trending_assets.ml.dataset import TitleSplits
+from trending_assets.ml.gate import criteria_markdown, gate_metrics, value_criteria
 from trending_assets.ml.linear import LinearGenreModel
 from trending_assets.ml.report import EvaluationResult, evaluate
 from trending_assets.ml.xgboost_model import XGBoostGenreModel
 from trending_assets.settings import GateSettings, SettingsResource
 
 SLICE_COLUMN = "kind"
+# Bump when what the assets compute changes (see trending_assets/assets/__init__.py).
+EVALUATION_CODE_VERSION = "1"
 
 
 def score(model: Any, family: str, splits: TitleSplits,
@@ -43,32 +51,55 @@ def score(model: Any, family: str, splits: TitleSplits,
         baseline=None if baseline is None else {
             "model_name": baseline.model_name, "macro_f1": baseline.macro_f1,
             "micro_f1": baseline.micro_f1,
+            # Drawn beside the candidate's bars in the per-genre plot and table.
+            "per_genre_f1": {g: m["f1"] for g, m in baseline.overall["per_genre"].items()},
         },
     )
 
 
 def gate_result(family: str, result: EvaluationResult, gate: GateSettings) -> AssetCheckResult:
-    """The value gate a candidate must pass before registration (blocking)."""
-    criteria = [
-        ("macro_f1", result.macro_f1, gate.min_macro_f1),
-        ("micro_f1", result.micro_f1, gate.min_micro_f1),
-    ]
-    failed = [f"{name} {value:.3f} < {floor:.3f}" for name, value, floor in criteria
-              if value < floor]
+    """The value gate a candidate must pass before registration (blocking): overall floors,
+    per-slice floors and the per-genre F1 floor (trending_assets/ml/gate.py)."""
+    criteria = value_criteria(gate_metrics(result.overall, result.slices), gate)
+    failed = [c for c in criteria if c.failed]
     return AssetCheckResult(
         check_name=f"{family}_meets_thresholds",
         passed=not failed,
         severity=AssetCheckSeverity.ERROR,
-        description="; ".join(failed) or "all thresholds met",
+        description="; ".join(c.reason for c in failed) or "all thresholds met",
         metadata={
-            **{f"{name}": value for name, value, _ in criteria},
-            **{f"min_{name}": floor for name, _, floor in criteria},
+            "macro_f1": result.macro_f1, "micro_f1": result.micro_f1,
+            "min_macro_f1": gate.min_macro_f1, "min_micro_f1": gate.min_micro_f1,
+            "failed": [c.name for c in failed],
+            "criteria": MetadataValue.md("\n".join(
+                criteria_markdown([asdict(c) for c in criteria]))),
         },
     )
 
 
 def _png_markdown(path: Path) -> str:
     return f"![{path.stem}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+
+
+def _plots_markdown(paths: list[Path]) -> str:
+    """The report's PNG plots inline (data URIs): the UI shows them without a file server."""
+    titles = EvaluationResult.plot_titles
+    return "\n\n".join(f"### {titles.get(p.name, p.stem)}\n\n{_png_markdown(p)}"
+                       for p in paths)
+
+
+def _table_metadata(rows: list[dict[str, Any]]) -> MetadataValue:
+    """Rows of the same keys as a Dagster table (sortable in the UI); floats to 3 decimals,
+    as in the markdown report."""
+    types = {str: "string", int: "int", float: "float", bool: "bool"}
+    columns = list(rows[0]) if rows else []
+    kinds = {c: next((types[type(r[c])] for r in rows if r[c] is not None), "float")
+             for c in columns}
+    return MetadataValue.table(
+        records=[TableRecord({k: round(v, 3) if isinstance(v, float) else v
+                              for k, v in row.items()}) for row in rows],
+        schema=TableSchema(columns=[TableColumn(c, kinds[c]) for c in columns]),
+    )
 
 
 def _evaluate_and_gate(
@@ -88,15 +119,20 @@ def _evaluate_and_gate(
         result.save(Path(tmp))
         run.summarize({"test/macro_f1": result.macro_f1, "test/micro_f1": result.micro_f1,
                        **{f"test/{s}/macro_f1": m["macro_f1"] for s, m in result.slices.items()}})
+        plots = [Path(tmp) / name for name in result.plot_files]
+        run.log_images({f"plots/{p.stem}": p for p in plots})
+        run.log_table("per_genre", result.per_genre_rows())
         run.log_artifact(Path(tmp), name=f"{family}-evaluation", kind="evaluation")
-        plot = _png_markdown(Path(tmp) / "per_genre_f1.png")
+        plots_md = _plots_markdown(plots)
+    # What a person reads first comes first: the UI lists metadata in this order.
     yield Output(result, metadata={
-        **as_metadata(fields, figures),
         "macro_f1": result.macro_f1,
         "micro_f1": result.micro_f1,
         "report": MetadataValue.md(result.to_markdown()),
-        "per_genre_f1_plot": MetadataValue.md(plot),
+        "plots": MetadataValue.md(plots_md),
+        "per_genre": _table_metadata(result.per_genre_rows()),
         "wandb_run": run.path,
+        **as_metadata(fields, figures),
     })
     yield gate_result(family, result, getattr(config.gates, family))
 
@@ -105,10 +141,12 @@ def evaluation_asset(family: str, model_type: type, baseline_key: str | None) ->
     """`<family>_evaluation` with its blocking `<family>_meets_thresholds` check."""
     name = f"{family}_evaluation"
     common: dict[str, Any] = {
-        "name": name, "group_name": "evaluation", "kinds": {"wandb"},
+        "name": name, "group_name": "evaluation", "kinds": {"scikitlearn", "matplotlib", "wandb"},
+        "owners": ML_OWNERS, "code_version": EVALUATION_CODE_VERSION,
         "check_specs": [AssetCheckSpec(
             f"{family}_meets_thresholds", asset=name, blocking=True,
-            description=f"{family}: test macro/micro-F1 at least the configured floors",
+            description=f"{family}: test macro/micro-F1 overall and per slice, and F1 per "
+                        "well-supported genre, at least the configured floors (gates:)",
         )],
         "description": f"{family} on the test split: micro/macro F1, per genre, per slice; "
                        "thresholds chosen on validation.",

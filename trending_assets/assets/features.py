@@ -3,17 +3,28 @@
 from dataclasses import asdict
 
 import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, MetadataValue, Output, TableColumn, TableSchema, asset
 
+from trending_assets.assets import ML_OWNERS
+from trending_assets.assets.ingestion import LABELS_COLUMN, TITLE_COLUMNS
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
 from trending_assets.ml.dataset import TitleSplits, assign_splits, genres_present
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.ml.tfidf import TfidfEncoder, TfidfFeatures, TfidfParams
 from trending_assets.settings import SettingsResource
 
+# Bump when what the asset computes changes (see trending_assets/assets/__init__.py).
+DATA_SPLITS_CODE_VERSION = "1"
+TFIDF_FEATURES_CODE_VERSION = "1"
+
+SPLIT_COLUMN = TableColumn("split", "string", description="train, val or test")
+
 
 @asset(
-    group_name="features", kinds={"pandas"},
+    group_name="features", kinds={"pandas", "parquet"}, owners=ML_OWNERS,
+    code_version=DATA_SPLITS_CODE_VERSION,
+    metadata={"dagster/column_schema": TableSchema(
+        columns=[*TITLE_COLUMNS, LABELS_COLUMN, SPLIT_COLUMN])},
     description="Train/validation/test split by a salted hash of the title id: a title "
                 "never changes side when rows are added.",
 )
@@ -34,7 +45,8 @@ def data_splits(
 
 
 @asset(
-    group_name="features", kinds={"scikitlearn"},
+    group_name="features", kinds={"scikitlearn"}, owners=ML_OWNERS,
+    code_version=TFIDF_FEATURES_CODE_VERSION,
     description="TF-IDF word n-grams fitted on the train split only.",
 )
 def tfidf_features(

@@ -19,12 +19,15 @@ from dagster import (
     Failure,
     MetadataValue,
     Output,
+    TableColumn,
+    TableSchema,
     asset,
 )
 
 from resources.io_manager import read_current_manifest, read_version_at, stored_base
 from resources.quarantine import QuarantineStore, TrainingDataBaseline
 from resources.storage import ArtifactNotFoundError, ArtifactStore, ArtifactStoreResource
+from trending_assets.assets import DATA_OWNERS
 from trending_assets.checks.batch_quality import assess_batch
 from trending_assets.checks.data_quality import (
     BATCH_CHECK,
@@ -44,6 +47,22 @@ from trending_assets.settings import Settings, SettingsResource
 
 landing_files = DynamicPartitionsDefinition(name="landing_files")
 
+# Bump when what the asset computes changes (see trending_assets/assets/__init__.py).
+RAW_TITLES_CODE_VERSION = "1"
+TRAINING_DATA_CODE_VERSION = "1"
+
+TITLE_COLUMNS = [
+    TableColumn("id", "string", description="the platform's title id (unique per title)"),
+    TableColumn("title", "string"),
+    TableColumn("kind", "string", description="movie or tv"),
+    TableColumn("description", "string", description="the synopsis the models read"),
+    TableColumn("genres", "string", description="the platform's raw tags, separated by '|'"),
+    TableColumn("year", "int64", description="release year"),
+    TableColumn("source", "string", description="where the row came from"),
+]
+LABELS_COLUMN = TableColumn(
+    "labels", "string", description="canonical genres (configs/genres.yaml), separated by '|'")
+
 
 def artifact_store(settings: Settings) -> ArtifactStore:
     """The artifact root (where the IO manager, registry and quarantine records live)."""
@@ -56,7 +75,10 @@ def _bullets(items: list[str]) -> MetadataValue:
 
 
 @asset(
-    partitions_def=landing_files, group_name="ingestion", kinds={"pandas", "gx"},
+    partitions_def=landing_files, group_name="ingestion",
+    kinds={"pandas", "parquet", "greatexpectations"}, owners=DATA_OWNERS,
+    code_version=RAW_TITLES_CODE_VERSION,
+    metadata={"dagster/column_schema": TableSchema(columns=TITLE_COLUMNS)},
     check_specs=[AssetCheckSpec(
         BATCH_CHECK, asset="raw_titles", blocking=False,
         description="Great Expectations suite on one landing batch; a failing batch is "
@@ -170,7 +192,9 @@ def _quarantine_table(records: dict[str, dict[str, Any]], stored: set[str]) -> s
 
 
 @asset(
-    group_name="training_data", kinds={"pandas", "gx"},
+    group_name="training_data", kinds={"pandas", "parquet", "greatexpectations"},
+    owners=DATA_OWNERS, code_version=TRAINING_DATA_CODE_VERSION,
+    metadata={"dagster/column_schema": TableSchema(columns=[*TITLE_COLUMNS, LABELS_COLUMN])},
     check_specs=[
         AssetCheckSpec(QUALITY_CHECK, asset="training_data", blocking=True,
                        description="Great Expectations suite on the training table"),

@@ -8,21 +8,31 @@ from typing import Any
 
 from dagster import AssetExecutionContext, MetadataValue, Output, RetryPolicy, asset
 
-from resources.tracking import WandbTracker
+from resources.storage import ArtifactStore
+from resources.tracking import TrackedRun, WandbTracker
+from trending_assets.assets import ML_OWNERS
+from trending_assets.assets.ingestion import artifact_store
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
 from trending_assets.ml.bert import BertGenreModel, BertParams, train_bert
+from trending_assets.ml.bert_checkpoint import discard_checkpoints
+from trending_assets.ml.bert_launch import train_bert_processes
 from trending_assets.ml.dataset import TitleSplits
 from trending_assets.ml.linear import LinearGenreModel, LinearParams
 from trending_assets.ml.tfidf import TfidfFeatures
 from trending_assets.ml.xgboost_model import XGBoostGenreModel, XGBoostParams
 from trending_assets.settings import SettingsResource
 
+# Bump when what the asset computes changes (see trending_assets/assets/__init__.py).
+REFERENCE_MODEL_CODE_VERSION = "1"
+XGBOOST_MODEL_CODE_VERSION = "1"
+BERT_MODEL_CODE_VERSION = "1"
+
 
 def train_tracked(
     context: AssetExecutionContext, settings: SettingsResource, tracker: WandbTracker,
-    family: str, params: Any, data_version: str, fit: Callable[[Callable], Any],
+    family: str, params: Any, data_version: str, fit: Callable[[TrackedRun], Any],
 ) -> Output:
-    """Run `fit(log_fn)` inside a W&B run; return the model with lineage metadata."""
+    """Run `fit(run)` inside a W&B run; return the model with lineage metadata."""
     config = settings.get()
     fields = lineage(context, config, data_version)
     with tracker.start_run(
@@ -30,7 +40,7 @@ def train_tracked(
         config={"family": family, "params": asdict(params), "lineage": fields},
     ) as run:
         with measured() as figures:
-            model = fit(run.log)
+            model = fit(run)
         with tempfile.TemporaryDirectory() as tmp:
             model.save(Path(tmp))
             run.log_artifact(Path(tmp), name=f"{family}-model", kind="model",
@@ -44,7 +54,8 @@ def train_tracked(
     })
 
 
-@asset(group_name="models", kinds={"scikitlearn", "wandb"},
+@asset(group_name="models", kinds={"scikitlearn", "wandb"}, owners=ML_OWNERS,
+       code_version=REFERENCE_MODEL_CODE_VERSION,
        description="TF-IDF + one-vs-rest logistic regression: the simplest model that works.")
 def reference_model(
     context: AssetExecutionContext, settings: SettingsResource, tracker: WandbTracker,
@@ -54,11 +65,12 @@ def reference_model(
     f = tfidf_features
     return train_tracked(
         context, settings, tracker, "reference", params, table_version(data_splits.table),
-        lambda log: LinearGenreModel.fit(f.encoder, f.genres, f.x_train, f.y_train, params),
+        lambda _run: LinearGenreModel.fit(f.encoder, f.genres, f.x_train, f.y_train, params),
     )
 
 
-@asset(group_name="models", kinds={"xgboost", "wandb"},
+@asset(group_name="models", kinds={"xgboost", "wandb"}, owners=ML_OWNERS,
+       code_version=XGBOOST_MODEL_CODE_VERSION,
        description="XGBoost boosted from out-of-fold linear genre scores, on those scores + "
                    "chi-squared-selected TF-IDF terms (sparse), early-stopped on validation. "
                    "Parameters: settings `xgboost` (the optional xgboost_hyperparameters asset "
@@ -71,33 +83,67 @@ def xgboost_model(
     f = tfidf_features
     return train_tracked(
         context, settings, tracker, "xgboost", params, table_version(data_splits.table),
-        lambda log: XGBoostGenreModel.fit(
-            f.encoder, f.genres, f.x_train, f.y_train, f.x_val, f.y_val, params, log_fn=log),
+        lambda run: XGBoostGenreModel.fit(
+            f.encoder, f.genres, f.x_train, f.y_train, f.x_val, f.y_val, params, log_fn=run.log),
     )
 
 
-@asset(group_name="models", kinds={"pytorch", "wandb"},
-       retry_policy=RetryPolicy(max_retries=1),
+class ArtifactCheckpoints:
+    """The artifact store as checkpoint storage (ml.bert_checkpoint.CheckpointStorage),
+    under one prefix: the Dagster run id, so a retry of the same run resumes."""
+
+    def __init__(self, store: ArtifactStore, prefix: str) -> None:
+        self.store, self.prefix = store, prefix
+
+    def write(self, name: str, data: bytes) -> None:
+        self.store.put_bytes(f"{self.prefix}/{name}", data)
+
+    def read(self, name: str) -> bytes:
+        return self.store.get_bytes(f"{self.prefix}/{name}")  # FileNotFoundError if absent
+
+
+@asset(group_name="models", kinds={"pytorch", "huggingface", "wandb"}, owners=ML_OWNERS,
+       code_version=BERT_MODEL_CODE_VERSION,
+       retry_policy=RetryPolicy(max_retries=3, delay=10),
        description="BERT-family transformer (bundled MiniLM by default) fine-tuned for "
                    "multi-label genres.")
 def bert_model(
     context: AssetExecutionContext, settings: SettingsResource, tracker: WandbTracker,
     data_splits: TitleSplits,
 ) -> Output[BertGenreModel]:
-    params = BertParams(**settings.get().bert.model_dump())
+    config = settings.get()
+    params = BertParams(**config.bert.model_dump(exclude={"processes"}))
+    store = artifact_store(config)
+    checkpoints = ArtifactCheckpoints(store, f"checkpoints/bert/{context.run.run_id}")
     s = data_splits
+    figures: dict[str, Any] = {}
 
-    def fit(log: Callable) -> BertGenreModel:
+    def fit(run: TrackedRun) -> BertGenreModel:
         def log_and_report(metrics: dict[str, float]) -> None:
-            log(metrics)
-            # Every epoch, and every 100 steps, in the Dagster logs too: a person can follow.
-            if "val/macro_f1" in metrics or metrics.get("step", 1) % 100 == 0:
+            run.log(metrics)
+            # Every epoch, every 100 steps and a resumption in the Dagster logs too.
+            if ({"val/macro_f1", "resumed_from_step"} & set(metrics)
+                    or metrics.get("step", 1) % 100 == 0):
                 context.log.info("bert " + ", ".join(
                     f"{k}={v:.4g}" for k, v in metrics.items()))
 
-        model, _ = train_bert(s.texts("train"), s.labels("train"), s.texts("val"),
-                              s.labels("val"), s.genres, params, log_fn=log_and_report)
+        if config.bert.processes == 1:
+            training = train_bert(s.texts("train"), s.labels("train"), s.texts("val"),
+                                  s.labels("val"), s.genres, params, log_fn=log_and_report,
+                                  checkpoints=checkpoints, tracker_run_id=run.path)
+            model = training.model
+            figures.update(training.fit.summary())
+        else:  # torchrun workers in a subprocess; checkpoints carried over while they train
+            model, launched = train_bert_processes(
+                s, params, config.bert.processes, checkpoints, run.path, log_and_report,
+                context.log.debug)
+            figures.update(launched)
+        run.summarize({k: v for k, v in figures.items() if v is not None})
         return model
 
-    return train_tracked(context, settings, tracker, "bert", params,
-                         table_version(s.table), fit)
+    output = train_tracked(context, settings, tracker, "bert", params,
+                           table_version(s.table), fit)
+    discard_checkpoints(checkpoints)  # the model is stored: nothing is left to resume
+    return Output(output.value, metadata={
+        **output.metadata, "checkpoints": MetadataValue.path(store.uri_of(checkpoints.prefix)),
+        **{k: v for k, v in figures.items() if v is not None}})

@@ -25,6 +25,7 @@ import yaml
 from dagster import AssetExecutionContext, AssetKey, MetadataValue, Output, asset
 
 from resources.tracking import WandbTracker
+from trending_assets.assets import ML_OWNERS
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
 from trending_assets.ml.dataset import TitleSplits
 from trending_assets.ml.tfidf import TfidfFeatures
@@ -37,6 +38,8 @@ from trending_assets.settings import SettingsResource
 
 BEST_CONFIG_FILE = "best_config.json"
 TRAINING_ASSET = AssetKey("xgboost_model")
+# Bump when what the asset computes changes (see trending_assets/assets/__init__.py).
+XGBOOST_HYPERPARAMETERS_CODE_VERSION = "1"
 
 
 def run_trains_xgboost(context: AssetExecutionContext) -> bool:
@@ -45,6 +48,7 @@ def run_trains_xgboost(context: AssetExecutionContext) -> bool:
 
 
 @asset(group_name="models", kinds={"xgboost", "wandb"}, output_required=False,
+       owners=ML_OWNERS, code_version=XGBOOST_HYPERPARAMETERS_CODE_VERSION,
        description="Optional grid search over XGBoost hyperparameters (validation macro-F1); "
                    "every trial logged to W&B, the best configuration written as an artifact.")
 def xgboost_hyperparameters(

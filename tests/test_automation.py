@@ -1,0 +1,291 @@
+"""Automation conditions, freshness policies, schedules and retrain requests, on a real
+Dagster instance (events reported to it, sensors ticked by the test)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckSeverity,
+    AssetKey,
+    AssetMaterialization,
+    DagsterInstance,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    FreshnessPolicy,
+    SkipReason,
+    asset,
+    build_schedule_context,
+    build_sensor_context,
+    evaluate_automation_conditions,
+    instance_for_test,
+    materialize,
+    validate_run_config,
+)
+
+from resources.storage import LocalArtifactStore
+from trending_assets.automation.conditions import (
+    automate,
+    propagate_condition,
+    retrain_decision,
+)
+from trending_assets.automation.requests import (
+    PROCESSED_PREFIX,
+    REASON_TAG,
+    REQUEST_TAG,
+    REQUESTED_BY_TAG,
+)
+from trending_assets.definitions import ASSETS, build_definitions, build_resources
+from trending_assets.settings import ConfigError, RetrainSettings, load_settings
+
+from .conftest import write_test_configs
+from .test_alerts import receiver  # noqa: F401  (the webhook server fixture)
+
+RAW, TRAINING = AssetKey("raw_titles"), AssetKey("training_data")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tiny_bert_dir: Path, request: pytest.FixtureRequest):
+    extra = getattr(request, "param", {})
+    folder = write_test_configs(tmp_path / "configs", tmp_path / "root", tiny_bert_dir, extra)
+    return load_settings("local", folder)
+
+
+@pytest.fixture
+def instance():
+    with instance_for_test() as inst:
+        yield inst
+
+
+def land(instance: DagsterInstance, name: str, rows: int | None) -> None:
+    """What raw_titles records for a landing file: rows when accepted, none if quarantined."""
+    metadata = {"quarantined": rows is None, **({"rows": rows} if rows is not None else {})}
+    instance.report_runless_asset_event(AssetMaterialization(
+        asset_key=RAW, partition=name, metadata=metadata))
+
+
+# --- when to retrain ----------------------------------------------------------------------
+
+
+def test_retrain_waits_for_enough_accepted_rows(instance):
+    retrain = RetrainSettings(min_new_rows=100, max_wait_minutes=None, min_interval_minutes=0)
+
+    def decide(now: float | None = None):
+        return retrain_decision(instance, TRAINING, RAW, retrain, now or time.time())
+
+    assert not decide().due and decide().why == "no newly accepted landing data"
+    land(instance, "a.csv", 60)
+    land(instance, "bad.csv", None)  # quarantined: stores no rows, never counts
+    decision = decide()
+    assert (decision.due, decision.new_rows, decision.new_batches) == (False, 60, 1)
+    assert decision.why == "60 new accepted rows in 1 batch(es) < min_new_rows 100"
+    land(instance, "b.csv", 50)
+    assert (decide().due, decide().new_rows) == (True, 110)
+
+    instance.report_runless_asset_event(AssetMaterialization(asset_key=TRAINING))
+    assert not decide().due and decide().new_rows == 0  # counted from the last training
+
+
+def test_retrain_interval_and_max_wait(instance):
+    retrain = RetrainSettings(min_new_rows=100, max_wait_minutes=30, min_interval_minutes=60)
+    instance.report_runless_asset_event(AssetMaterialization(asset_key=TRAINING))
+    land(instance, "a.csv", 500)
+    now = time.time()
+    early = retrain_decision(instance, TRAINING, RAW, retrain, now)
+    assert not early.due and "too recent" in early.why
+    assert retrain_decision(instance, TRAINING, RAW, retrain, now + 61 * 60).due
+
+    small = RetrainSettings(min_new_rows=1000, max_wait_minutes=30, min_interval_minutes=0)
+    assert not retrain_decision(instance, TRAINING, RAW, small, now).due
+    waited = retrain_decision(instance, TRAINING, RAW, small, now + 31 * 60)
+    assert waited.due and "max_wait_minutes 30" in waited.why
+
+
+class AutomationTicker:
+    def __init__(self, settings, instance: DagsterInstance):
+        self.repository = build_definitions(settings).get_repository_def()
+        self.sensor = self.repository.get_sensor_def("retrain_automation")
+        self.instance = instance
+        self.cursor = None
+
+    def tick(self) -> set[str]:
+        context = build_sensor_context(instance=self.instance, cursor=self.cursor,
+                                       repository_def=self.repository)
+        data = self.sensor.evaluate_tick(context)
+        self.cursor = data.cursor
+        return {k.to_user_string() for r in data.run_requests for k in r.asset_selection}
+
+
+def check_result(instance: DagsterInstance, name: str, passed: bool) -> None:
+    instance.report_runless_asset_event(AssetCheckEvaluation(
+        asset_key=TRAINING, check_name=name, passed=passed, blocking=True,
+        severity=AssetCheckSeverity.ERROR))
+
+
+@pytest.mark.parametrize("settings", [{"automation": {"retrain": {
+    "min_new_rows": 100, "min_interval_minutes": 0}}}], indirect=True)
+def test_nothing_builds_on_a_failed_blocking_check(settings, instance):
+    ticker = AutomationTicker(settings, instance)
+    assert ticker.tick() == set()  # first evaluation only takes note
+    # training_data updated (e.g. by a person) but its blocking quality check failed
+    instance.report_runless_asset_event(AssetMaterialization(asset_key=TRAINING))
+    check_result(instance, "training_data_quality", False)
+    check_result(instance, "training_data_drift", True)
+    assert ticker.tick() == set()
+    # the check passes on a re-run: the graph below follows
+    check_result(instance, "training_data_quality", True)
+    requested = ticker.tick()
+    assert {"data_splits", "xgboost_model", "registered_bert_model"} <= requested
+    assert "xgboost_hyperparameters" not in requested and "training_data" not in requested
+
+
+@pytest.mark.parametrize("settings", [{"automation": {"retrain": {
+    "min_new_rows": 100, "min_interval_minutes": 0}}}], indirect=True)
+def test_new_accepted_rows_retrain_the_whole_graph_in_one_run(settings, instance):
+    ticker = AutomationTicker(settings, instance)
+    assert ticker.tick() == set()
+    land(instance, "a.csv", 40)
+    assert ticker.tick() == set()  # too few rows for a retrain
+    land(instance, "b.csv", 70)
+    assert ticker.tick() == {
+        "training_data", "data_splits", "tfidf_features", "reference_model", "xgboost_model",
+        "bert_model", "reference_evaluation", "xgboost_evaluation", "bert_evaluation",
+        "registered_xgboost_model", "registered_bert_model"}
+
+
+# --- definitions from config ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("settings", [{"automation": {"freshness": {
+    "training_data": {"warn_hours": 2, "fail_hours": 4},
+    "registered_bert_model": {"warn_hours": None, "fail_hours": 24}}}}], indirect=True)
+def test_freshness_policies_from_config(settings):
+    graph = build_definitions(settings).get_repository_def().asset_graph
+    assert graph.get(TRAINING).freshness_policy == FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=4), warn_window=timedelta(hours=2))
+    assert graph.get(AssetKey("registered_bert_model")).freshness_policy == \
+        FreshnessPolicy.time_window(fail_window=timedelta(hours=24))
+    assert graph.get(AssetKey("registered_xgboost_model")).freshness_policy is not None  # base
+    assert graph.get(AssetKey("bert_model")).freshness_policy is None
+
+
+@pytest.mark.parametrize("settings", [{"automation": {"freshness": {
+    "trainig_data": {"fail_hours": 4}}}}], indirect=True)
+def test_unknown_asset_in_config_is_a_clear_error(settings):
+    with pytest.raises(ConfigError, match=r"automation.freshness: unknown asset\(s\) "
+                                          r"\['trainig_data'\]"):
+        automate(ASSETS, settings)
+
+
+@pytest.mark.parametrize("env,status", [("local", "STOPPED"), ("staging", "RUNNING"),
+                                        ("production", "RUNNING")])
+def test_sensors_and_schedule_run_in_staging_and_production(env, status):
+    repository = build_definitions(load_settings(env)).get_repository_def()
+    sensors = {s.name: s.default_status for s in repository.sensor_defs}
+    assert set(sensors) == {"landing_sensor", "retrain_automation", "retrain_requests",
+                            "quality_alerts", "run_failure_alerts"}
+    assert set(sensors.values()) == {DefaultSensorStatus(status)}
+    (schedule,) = repository.schedule_defs
+    assert schedule.default_status == DefaultScheduleStatus(status)
+    assert schedule.cron_schedule == "0 3 * * 1" and schedule.job_name == "train_models"
+
+
+def test_weekly_schedule_requests_the_full_retrain(settings):
+    schedule = build_definitions(settings).get_repository_def().get_schedule_def(
+        "weekly_full_retrain")
+    (request,) = schedule.evaluate_tick(build_schedule_context()).run_requests
+    assert request.tags[REASON_TAG] == "weekly full retrain"
+
+
+# --- retrain requests ---------------------------------------------------------------------
+
+
+def write_request(folder: Path, name: str, body: object) -> None:
+    path = folder / "requests" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body if isinstance(body, str) else json.dumps(body))
+
+
+def test_retrain_requests_launch_or_are_rejected_with_an_alert(
+        tmp_path, tiny_bert_dir, instance, receiver):  # noqa: F811
+    triggers = tmp_path / "triggers"
+    folder = write_test_configs(tmp_path / "configs", tmp_path / "root", tiny_bert_dir, {
+        "automation": {"retrain_requests": {"uri": str(triggers)}},
+        "alerts": {"channels": [{"kind": "webhook", "url": f"{receiver.url}/hook"}]}})
+    settings = load_settings("local", folder)
+    defs = build_definitions(settings)
+    write_request(triggers, "good.json", {
+        "reason": "production macro-F1 fell to 0.31", "requested_by": "model-monitor",
+        "families": ["xgboost"], "overrides": {"xgboost": {"max_depth": 6}}})
+    write_request(triggers, "not-json.json", "{reason: oops")
+    write_request(triggers, "bad-value.json", {
+        "reason": "x", "requested_by": "y", "overrides": {"xgboost": {"max_depth": 0}}})
+    write_request(triggers, "bad-section.json", {
+        "reason": "x", "requested_by": "y", "overrides": {"storage": {"root": "/tmp"}}})
+    write_request(triggers, "stale-data.json", {
+        "reason": "x", "requested_by": "y", "data_version": "0123abcd"})
+    sensor = defs.get_repository_def().get_sensor_def("retrain_requests")
+    resources = build_resources(settings)
+
+    def tick():
+        return sensor(build_sensor_context(instance=instance, resources={
+            k: resources[k] for k in ("retrain_requests", "notifier")}))
+
+    (run,) = tick().run_requests
+    assert run.tags[REASON_TAG] == "production macro-F1 fell to 0.31"
+    assert run.tags[REQUESTED_BY_TAG] == "model-monitor"
+    assert {k.to_user_string() for k in run.asset_selection} == {
+        "training_data", "data_splits", "tfidf_features", "reference_model",
+        "reference_evaluation", "xgboost_model", "xgboost_evaluation",
+        "registered_xgboost_model"}
+    overrides = json.loads(run.run_config["resources"]["settings"]["config"]["overrides_json"])
+    assert overrides == {"xgboost": {"max_depth": 6}}
+    assert validate_run_config(defs.resolve_job_def("train_models"), run.run_config)
+
+    rejected = {Path(p["details"]["request_file"]).name: p for p in receiver.payloads()}
+    assert set(rejected) == {"not-json.json", "bad-value.json", "bad-section.json",
+                             "stale-data.json"}
+    assert all(p["kind"] == "retrain_request_rejected" for p in rejected.values())
+    assert rejected["not-json.json"]["observed"].startswith("not JSON")
+    assert "xgboost.max_depth" in rejected["bad-value.json"]["observed"]
+    assert "only hyperparameter sections" in rejected["bad-section.json"]["observed"]
+    assert "'0123abcd' is not the current training data" in \
+        rejected["stale-data.json"]["observed"]
+
+    # every request moved to processed/ with its outcome; a second tick finds none
+    assert list((triggers / "requests").iterdir()) == []
+    outcomes = [json.loads(LocalArtifactStore(triggers).get_bytes(k)) for k in
+                LocalArtifactStore(triggers).list_keys(PROCESSED_PREFIX)]
+    assert sorted(o["status"] for o in outcomes) == ["accepted"] + ["rejected"] * 4
+    assert isinstance(tick(), SkipReason)
+    assert len(receiver.payloads()) == 4
+
+
+def test_a_retrain_request_does_not_pull_other_families_along(instance):
+    @asset
+    def splits():
+        return 1
+
+    @asset(deps=[splits], automation_condition=propagate_condition())
+    def other_family_model():
+        return 2
+
+    ticks = []
+
+    def tick() -> int:
+        result = evaluate_automation_conditions(
+            defs=[splits, other_family_model], instance=instance,
+            cursor=ticks[-1].cursor if ticks else None)
+        ticks.append(result)
+        return result.get_num_requested(other_family_model.key)
+
+    assert tick() == 0
+    materialize([splits], instance=instance, tags={REQUEST_TAG: "requests/r.json"})
+    assert tick() == 0  # updated by a request for another family: not followed
+    materialize([splits], instance=instance, tags={"trending/trigger": "automation"})
+    assert tick() == 1  # new data: followed

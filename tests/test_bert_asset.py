@@ -1,0 +1,88 @@
+"""The bert_model asset: a failed attempt (a preempted pod) is retried by its RetryPolicy and
+the retry resumes from the checkpoint the first attempt stored under the same run id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from dagster import DagsterEventType, asset, instance_for_test, materialize, mem_io_manager
+
+from resources.tracking import WandbTracker
+from tests.conftest import write_test_configs
+from trending_assets.assets.training import bert_model
+from trending_assets.ml.dataset import TitleSplits, assign_splits, build_training_table
+from trending_assets.ml.taxonomy import Taxonomy
+from trending_assets.settings import SettingsResource, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+PREEMPT_AT_STEP = 20
+
+
+class PreemptedOnceTracker(WandbTracker):
+    """Real offline W&B runs; the first attempt dies at step PREEMPT_AT_STEP, as a pod would
+    when its node is reclaimed (the marker file makes it happen once)."""
+
+    marker: str
+
+    @contextmanager
+    def start_run(self, *args, **kwargs) -> Iterator:
+        with super().start_run(*args, **kwargs) as run:
+            original = run.log
+
+            def log(metrics):
+                if metrics.get("step") == PREEMPT_AT_STEP and not Path(self.marker).exists():
+                    Path(self.marker).touch()
+                    raise RuntimeError("node preempted")
+                original(metrics)
+
+            run.log = log
+            yield run
+
+
+def test_retry_resumes_from_the_run_checkpoint(tmp_path: Path, tiny_bert_dir: Path,
+                                               netflix: pd.DataFrame) -> None:
+    root = tmp_path / "root"
+    config_dir = write_test_configs(tmp_path / "configs", root, tiny_bert_dir, extra={
+        "bert": {"epochs": 1, "batch_size": 8, "checkpoint_every_steps": 6,
+                 "log_every_steps": 10}})
+    settings = load_settings("local", config_dir)
+    taxonomy = Taxonomy.from_config(yaml.safe_load((REPO / "configs/genres.yaml").read_text()))
+    table, genres, _ = build_training_table([netflix.sample(600, random_state=2)], taxonomy)
+    splits = TitleSplits(assign_splits(table, 0.1, 0.1, "asset-test"), genres)
+
+    @asset(name="data_splits")
+    def fixed_splits() -> TitleSplits:
+        return splits
+
+    with instance_for_test() as instance:
+        result = materialize(
+            [fixed_splits, bert_model], instance=instance, resources={
+                "io_manager": mem_io_manager,
+                "settings": SettingsResource(env="local", config_dir=str(config_dir)),
+                "tracker": PreemptedOnceTracker(mode="offline", dir=str(root / "wandb"),
+                                                marker=str(tmp_path / "preempted")),
+            })
+        assert result.success
+        events = result.all_events
+        retries = [e for e in events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
+        metadata = result.asset_materializations_for_node("bert_model")[0].metadata
+        assert len(retries) == 1
+        # The first attempt reached step 20; its newest checkpoint was step 18.
+        assert metadata["resumed_from_step"].value == 18
+        assert metadata["optimizer_steps"].value > PREEMPT_AT_STEP
+        assert metadata["processes"].value == 1
+        assert metadata["train_samples_per_s"].value > 0
+        run_id = result.run_id
+        assert metadata["checkpoints"].value.endswith(f"checkpoints/bert/{run_id}")
+        stored = Path(settings.storage.root) / "checkpoints" / "bert" / run_id
+        assert sorted(p.name for p in stored.iterdir()) == ["slot-0", "slot-1"]
+        # Once the model is stored, the checkpoints are emptied: a few bytes stay behind.
+        files = [p for p in stored.rglob("*") if p.is_file()]
+        assert {p.name for p in files} >= {"manifest.json", "model.safetensors", "training.pt"}
+        assert all(p.stat().st_size < 100 for p in files)
+        logs = [e.message for e in instance.all_logs(run_id) if e.message]
+        assert any("resumed_from_step=18" in m for m in logs)

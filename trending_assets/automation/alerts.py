@@ -1,0 +1,279 @@
+"""Alerts on failed checks, stale assets, quarantined landing files and failed runs.
+
+Open-source Dagster records these events but sends nothing, so two sensors do:
+
+- `quality_alerts` sends one alert per failed check evaluation (blocking or not), per
+  freshness change to WARN or FAIL, and per quarantined landing file (a failed batch check
+  that quarantined its file). Check evaluations are read from the instance's check
+  execution records (the SQLite event log Dagster uses locally is sharded by run and
+  cannot page ASSET_CHECK_EVALUATION records by storage id; Postgres could), freshness
+  changes from FRESHNESS_STATE_CHANGE event records after a storage-id cursor. The cursor
+  advances only past alerts that were delivered, so a channel that is down gets the alert
+  on a later tick, and a restart (the cursor is stored with the sensor's ticks) never
+  sends one twice.
+- `run_failure_alerts` (a run failure sensor, whose cursor Dagster keeps) sends one alert
+  per failed run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    DagsterEventType,
+    DagsterInstance,
+    DefaultSensorStatus,
+    EventLogRecord,
+    EventRecordsFilter,
+    RunFailureSensorContext,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    run_failure_sensor,
+    sensor,
+)
+from dagster._core.storage.asset_check_execution_record import (  # no public export
+    AssetCheckExecutionRecord,
+    AssetCheckExecutionRecordStatus,
+)
+
+from resources.notify import Alert, NotifierResource, NotifyError
+from trending_assets.checks.data_quality import BATCH_CHECK
+from trending_assets.settings import Settings
+
+ALERTING_FRESHNESS_STATES = ("WARN", "FAIL")
+THRESHOLD_PREFIXES = ("min_", "max_")
+
+
+class UiLinks:
+    """Pages of the Dagster UI, from the configured base URL."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base = base_url.rstrip("/")
+
+    def asset(self, key: AssetKey) -> str:
+        return f"{self.base}/assets/{'/'.join(quote(p) for p in key.path)}"
+
+    def check(self, key: AssetKey, check_name: str) -> str:
+        return f"{self.asset(key)}?view=checks&checkDetail={quote(check_name)}"
+
+    def run(self, run_id: str) -> str:
+        return f"{self.base}/runs/{run_id}"
+
+
+def _plain(value: Any) -> Any:
+    return getattr(value, "value", value)
+
+
+def observed_and_thresholds(metadata: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """'macro_f1=0.212' / 'min_macro_f1=0.3' from metadata that pairs a value with a bound."""
+    observed, bounds = [], []
+    for name, value in metadata.items():
+        for prefix in THRESHOLD_PREFIXES:
+            bound = metadata.get(f"{prefix}{name}")
+            if bound is not None:
+                observed.append(f"{name}={_plain(value):.4g}" if isinstance(
+                    _plain(value), float) else f"{name}={_plain(value)}")
+                bounds.append(f"{prefix}{name}={_plain(bound)}")
+    return (", ".join(observed) or None), (", ".join(bounds) or None)
+
+
+def check_alert(execution: AssetCheckExecutionRecord, links: UiLinks) -> Alert:
+    """The alert for one failed check execution."""
+    entry = execution.event
+    evaluation = entry.dagster_event.event_specific_data
+    key, check_name = evaluation.asset_key, evaluation.check_name
+    metadata = {k: _plain(v) for k, v in evaluation.metadata.items()}
+    run_id = execution.run_id
+    severity = evaluation.severity.value
+    common = {"asset": key.to_user_string(), "check": check_name, "run_id": run_id,
+              "event_id": f"check-execution:{execution.id}"}
+    if check_name == BATCH_CHECK and metadata.get("quarantined"):
+        file = str(metadata.get("file") or evaluation.partition or "?")
+        return Alert(
+            kind="quarantined", severity=severity,
+            summary=f"landing file {file} quarantined: {evaluation.description}",
+            url=links.check(key, check_name),
+            observed=evaluation.description,
+            threshold="the batch suite's error expectations (see the quarantine record)",
+            details={"file": file, "partition": evaluation.partition,
+                     "quarantine_record": metadata.get("quarantine_record"),
+                     "reasons": metadata.get("reasons"), "run_url": links.run(run_id)},
+            **common)
+    observed, threshold = observed_and_thresholds(metadata)
+    blocking = "blocking" if evaluation.blocking else "non-blocking"
+    return Alert(
+        kind="check_failed", severity=severity,
+        summary=f"{blocking} check {check_name} on {key.to_user_string()} failed: "
+                f"{evaluation.description}",
+        url=links.check(key, check_name),
+        observed=observed or evaluation.description,
+        threshold=threshold or "stated in the observation (the check's expected values)",
+        details={"description": evaluation.description, "blocking": evaluation.blocking,
+                 "partition": evaluation.partition, "run_url": links.run(run_id)},
+        **common)
+
+
+def _hours(value: float | None) -> str:
+    return "-" if value is None else f"{value:g} h"
+
+
+def freshness_alert(record: EventLogRecord, instance: DagsterInstance, settings: Settings,
+                    links: UiLinks) -> Alert | None:
+    change = record.event_log_entry.dagster_event.event_specific_data
+    state = str(getattr(change.new_state, "value", change.new_state))
+    if state not in ALERTING_FRESHNESS_STATES:
+        return None
+    key = change.key
+    latest = instance.get_latest_materialization_event(key)
+    if latest is None:
+        observed, run_id = "never materialized", None
+    else:
+        age = (datetime.now(UTC).timestamp() - latest.timestamp) / 3600
+        at = datetime.fromtimestamp(latest.timestamp, UTC).isoformat(timespec="seconds")
+        observed, run_id = f"last materialized {age:.1f} h ago ({at})", latest.run_id
+    window = settings.automation.freshness.get(key.to_user_string())
+    threshold = (f"warn after {_hours(window.warn_hours)}, fail after "
+                 f"{_hours(window.fail_hours)}" if window else "its freshness policy")
+    previous = str(getattr(change.previous_state, "value", change.previous_state))
+    return Alert(
+        kind="freshness", severity=state,
+        summary=f"{key.to_user_string()} is stale: freshness {previous} -> {state}",
+        url=links.asset(key), asset=key.to_user_string(), observed=observed,
+        threshold=threshold, run_id=run_id, event_id=f"event:{record.storage_id}",
+        details={"previous_state": previous, "new_state": state,
+                 "changed_at": change.state_change_timestamp})
+
+
+@dataclass
+class AlertCursor:
+    """Where the alert sensor stands: the last freshness event sent, and per check the
+    failed executions already sent among its latest `window` (an execution is created when
+    its run starts and fails later, so executions of one check can fail out of order)."""
+
+    freshness_after: int
+    checks: dict[str, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: str) -> AlertCursor:
+        value = json.loads(raw)
+        return cls(int(value["freshness_after"]),
+                   {str(k): [int(i) for i in ids] for k, ids in value["checks"].items()})
+
+    def dump(self) -> str:
+        return json.dumps({"freshness_after": self.freshness_after, "checks": self.checks},
+                          sort_keys=True, separators=(",", ":"))
+
+
+def failed_executions(instance: DagsterInstance, check_keys: Iterable[AssetCheckKey],
+                      window: int) -> dict[str, list[AssetCheckExecutionRecord]]:
+    """The failed executions among each check's latest `window`, oldest first."""
+    failed = {}
+    for key in check_keys:
+        latest = instance.event_log_storage.get_asset_check_execution_history(key, limit=window)
+        failed[key.to_user_string()] = sorted(
+            (r for r in latest if r.status == AssetCheckExecutionRecordStatus.FAILED
+             and r.event is not None), key=lambda r: r.id)
+    return failed
+
+
+def send_pending_alerts(instance: DagsterInstance, notifier: NotifierResource,
+                        settings: Settings, check_keys: Sequence[AssetCheckKey],
+                        raw_cursor: str | None) -> tuple[list[Alert], str, str]:
+    """Send the alerts not sent yet; returns (sent, new cursor, note). On the first tick
+    (no cursor) nothing is sent: alerts start from now, not the instance's history."""
+    links = UiLinks(settings.alerts.ui_base_url)
+    window = settings.alerts.max_events_per_tick
+    failed = failed_executions(instance, check_keys, window)
+    if not raw_cursor:
+        cursor = AlertCursor(instance.event_log_storage.get_maximum_record_id() or 0,
+                             {k: [r.id for r in rs] for k, rs in failed.items()})
+        return [], cursor.dump(), "started: alerting on events from now on"
+    cursor = AlertCursor.parse(raw_cursor)
+    sent: list[Alert] = []
+    pending: list[tuple[str, Any]] = [
+        (name, r) for name, records in failed.items()
+        for r in records if r.id not in set(cursor.checks.get(name, []))]
+    pending += [("freshness", r) for r in instance.get_event_records(
+        EventRecordsFilter(event_type=DagsterEventType.FRESHNESS_STATE_CHANGE,
+                           after_cursor=cursor.freshness_after), limit=window, ascending=True)]
+    for source, item in pending:
+        alert = (freshness_alert(item, instance, settings, links) if source == "freshness"
+                 else check_alert(item, links))
+        if alert is not None:
+            try:
+                notifier.send(alert)
+            except NotifyError as exc:
+                return sent, _advanced(cursor, failed).dump(), f"stopped: {exc}"
+            sent.append(alert)
+        if source == "freshness":
+            cursor.freshness_after = item.storage_id
+        else:
+            cursor.checks.setdefault(source, []).append(item.id)
+    return sent, _advanced(cursor, failed).dump(), ""
+
+
+def _advanced(cursor: AlertCursor, failed: Mapping[str, list[Any]]) -> AlertCursor:
+    """Keep only ids still inside each check's window: the cursor stays small."""
+    for name, ids in cursor.checks.items():
+        in_window = {r.id for r in failed.get(name, [])}
+        cursor.checks[name] = sorted(i for i in ids if i in in_window)
+    return cursor
+
+
+def _status(running: bool) -> DefaultSensorStatus:
+    return DefaultSensorStatus.RUNNING if running else DefaultSensorStatus.STOPPED
+
+
+def build_alert_sensors(settings: Settings) -> Sequence[SensorDefinition]:
+    running = settings.automation.sensors_running
+    links = UiLinks(settings.alerts.ui_base_url)
+
+    @sensor(name="quality_alerts", default_status=_status(running),
+            minimum_interval_seconds=settings.alerts.minimum_interval_seconds,
+            description="One alert per failed asset check (blocking or not), freshness "
+                        "change to WARN/FAIL and quarantined landing file.")
+    def quality_alerts(context: SensorEvaluationContext, notifier: NotifierResource):
+        check_keys = sorted(context.repository_def.asset_graph.asset_check_keys,
+                            key=lambda k: k.to_user_string())
+        sent, cursor, note = send_pending_alerts(context.instance, notifier, settings,
+                                                 check_keys, context.cursor)
+        if note:
+            context.log.info(note)
+        return SensorResult(
+            skip_reason=None if sent else SkipReason(note or "no new failures"),
+            cursor=cursor)
+
+    @run_failure_sensor(name="run_failure_alerts", default_status=_status(running),
+                        minimum_interval_seconds=settings.alerts.minimum_interval_seconds,
+                        description="One alert per failed run.")
+    def run_failure_alerts(context: RunFailureSensorContext, notifier: NotifierResource):
+        notifier.send(run_failure_alert(context, links))
+
+    return [quality_alerts, run_failure_alerts]
+
+
+def run_failure_alert(context: RunFailureSensorContext, links: UiLinks) -> Alert:
+    run = context.dagster_run
+    steps = [e.step_key for e in context.get_step_failure_events() if e.step_key]
+    # A job over all its assets has no asset selection; its asset steps are named after
+    # their assets, so the failed steps name the assets then.
+    assets = sorted(k.to_user_string() for k in (run.asset_selection or [])) or steps
+    message = context.failure_event.message or "the run failed"
+    return Alert(
+        kind="run_failed", severity="ERROR",
+        summary=f"run of {run.job_name} failed: {message}",
+        url=links.run(run.run_id), run_id=run.run_id,
+        asset=", ".join(assets) or None,
+        observed=f"failed steps: {', '.join(steps) or 'none (failed before any step)'}",
+        threshold="a run must succeed",
+        event_id=f"run:{run.run_id}",
+        details={"job": run.job_name, "tags": dict(run.tags), "failed_steps": steps})

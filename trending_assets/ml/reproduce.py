@@ -1,0 +1,104 @@
+"""Train a model family again from a recorded configuration, and compare metrics.
+
+`retrain` does what the training assets do (TF-IDF fitted on train, then the family's
+trainer with the configured parameters); `compare_metrics` puts recorded and reproduced
+test metrics side by side against a tolerance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from trending_assets.ml.bert import BertParams, bundled_model_path, train_bert
+from trending_assets.ml.dataset import TitleSplits
+from trending_assets.ml.gate import METRICS
+from trending_assets.ml.linear import LinearGenreModel, LinearParams
+from trending_assets.ml.manifest import folder_digest
+from trending_assets.ml.tfidf import TfidfEncoder, TfidfParams
+from trending_assets.ml.xgboost_model import XGBoostGenreModel, XGBoostParams
+
+Params = TypeVar("Params")
+
+
+class ReproductionError(RuntimeError):
+    """The recorded inputs cannot be reproduced (data or base model differ)."""
+
+
+def base_model_record(bert_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The BERT base weights a training starts from: folder and content hash."""
+    folder = Path(bert_config.get("model_path") or bundled_model_path())
+    return {"path": str(folder), "sha256": folder_digest(folder)}
+
+
+def retrain(family: str, splits: TitleSplits, config: Mapping[str, Any],
+            base_model: Mapping[str, Any] | None = None) -> Any:
+    """A model of `family` trained on `splits` with the recorded settings `config`."""
+    if family == "bert":
+        if base_model is not None:
+            here = base_model_record(config["bert"])
+            if here["sha256"] != base_model["sha256"]:
+                raise ReproductionError(
+                    f"BERT base model {here['path']} has sha256 {here['sha256'][:16]}, the "
+                    f"manifest recorded {base_model['sha256'][:16]} ({base_model['path']}); "
+                    "install the recorded weights (or point bert.model_path at them)")
+        return train_bert(splits.texts("train"), splits.labels("train"), splits.texts("val"),
+                          splits.labels("val"), splits.genres,
+                          params_of(BertParams, config["bert"])).model
+    encoder = TfidfEncoder.fit(splits.texts("train"), params_of(TfidfParams, config["tfidf"]))
+    x_train, y_train = encoder.transform(splits.texts("train")), splits.labels("train")
+    if family == "xgboost":
+        return XGBoostGenreModel.fit(
+            encoder, splits.genres, x_train, y_train, encoder.transform(splits.texts("val")),
+            splits.labels("val"), params_of(XGBoostParams, config["xgboost"]))
+    if family == "reference":
+        return LinearGenreModel.fit(encoder, splits.genres, x_train, y_train,
+                                    params_of(LinearParams, config["reference"]))
+    raise ValueError(f"unknown model family {family!r}: use reference, xgboost or bert")
+
+
+def params_of(params_type: type[Params], section: Mapping[str, Any]) -> Params:
+    """A trainer's parameters from its settings section; settings-only keys (how to launch,
+    e.g. bert.processes) are not training parameters and are left out, as the assets do."""
+    names = {f.name for f in fields(params_type)}
+    return params_type(**{k: v for k, v in section.items() if k in names})
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    metric: str
+    recorded: float
+    reproduced: float | None
+
+    @property
+    def difference(self) -> float | None:
+        return None if self.reproduced is None else self.reproduced - self.recorded
+
+
+def compare_metrics(recorded: Mapping[str, Any], reproduced: Mapping[str, Any]
+                    ) -> list[MetricComparison]:
+    """Headline metrics overall and per slice, then F1 per genre (gate_metrics layout)."""
+    rows = []
+    scopes = [("", recorded["overall"], reproduced["overall"])] + [
+        (f"{name}/", values, reproduced["slices"].get(name, {}))
+        for name, values in sorted(recorded["slices"].items())]
+    for prefix, ours, theirs in scopes:
+        for metric in METRICS:
+            if metric in ours:
+                rows.append(MetricComparison(prefix + metric, float(ours[metric]),
+                                             _maybe(theirs.get(metric))))
+    for genre, values in sorted(recorded["per_genre"].items()):
+        again = reproduced["per_genre"].get(genre, {})
+        rows.append(MetricComparison(f"genre={genre}/f1", float(values["f1"]),
+                                     _maybe(again.get("f1"))))
+    return rows
+
+
+def within(rows: list[MetricComparison], tolerance: float) -> bool:
+    return all(r.difference is not None and abs(r.difference) <= tolerance for r in rows)
+
+
+def _maybe(value: Any) -> float | None:
+    return None if value is None else float(value)
