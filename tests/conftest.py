@@ -50,7 +50,7 @@ def write_test_configs(folder: Path, root: Path, tiny_bert_dir: Path,
         "storage": {"root": str(root / "artifacts"), "landing": str(root / "landing"),
                     "seed_sample": False},
         "tracking": {"mode": "offline", "dir": str(root / "wandb")},
-        "data": {"min_rows": 100},
+        "data": {"min_rows": 100, "ood_max_rows": 300},
         "xgboost": {"n_estimators": 30, "k_best_features": 500},
         "bert": {"model_path": str(tiny_bert_dir), "epochs": 1, "batch_size": 16},
         # Tiny models on 800 titles: every value floor off (slices and genres too).

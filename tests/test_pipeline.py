@@ -62,11 +62,19 @@ def test_whole_graph_materializes_registers_and_tracks(pipeline_env):
             assert meta["dagster_run_id"].value == result.run_id
             assert meta["peak_memory_mb"].value > 0
 
+        # the other platforms' titles ride along as the `ood` split, never trained on
+        splits_meta = next(e.materialization.metadata
+                           for e in result.get_asset_materialization_events()
+                           if e.asset_key == AssetKey("data_splits"))
+        assert splits_meta["ood_rows"].value == 300
+
         registry = ModelRegistry(LocalArtifactStore(settings.storage.root))
         for family in ("xgboost", "bert"):
             model = f"trending-now-{family}"
             assert registry.versions(model) == [1]
             record = registry.get(model, 1)
+            assert {"kind=movie", "kind=tv", "ood", "ood:source=amazon_prime",
+                    "ood:source=hulu", "ood:source=disney_plus"} == set(record["metrics"]["slices"])
             assert record["lineage"]["dagster_run_id"] == result.run_id
             assert len(record["lineage"]["config_hash"]) == 16
             assert record["lineage"]["data_version"]
@@ -95,7 +103,8 @@ def test_whole_graph_materializes_registers_and_tracks(pipeline_env):
 
 
 def test_failing_gate_stops_registration(pipeline_env):
-    impossible = {"gates": {"xgboost": {"min_macro_f1": 1.0}}}
+    impossible = {"gates": {"xgboost": {"min_macro_f1": 1.0,
+                                        "slices": [{"slice": "ood", "min_macro_f1": 1.0}]}}}
     with instance_for_test() as instance:
         settings, result = run_pipeline(instance, pipeline_env["config_dir"],
                                         ["batch-001.csv"], impossible)
@@ -103,6 +112,9 @@ def test_failing_gate_stops_registration(pipeline_env):
         checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
         assert not checks["xgboost_meets_thresholds"].passed
         assert "macro_f1" in checks["xgboost_meets_thresholds"].description
+        # the out-of-distribution slice is judged, not skipped
+        assert set(checks["xgboost_meets_thresholds"].metadata["failed"].value) == {
+            "macro_f1", "ood/macro_f1"}
         assert checks["bert_meets_thresholds"].passed
         materialized = {e.asset_key.to_user_string()
                         for e in result.get_asset_materialization_events()}

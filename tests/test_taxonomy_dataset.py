@@ -17,6 +17,7 @@ from trending_assets.ml.dataset import (
     assign_splits,
     build_training_table,
     label_matrix,
+    out_of_distribution_table,
     read_titles,
     split_of,
 )
@@ -25,6 +26,7 @@ from trending_assets.ml.taxonomy import Taxonomy, TaxonomyError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GENRES_YAML = REPO_ROOT / "configs" / "genres.yaml"
 NETFLIX = REPO_ROOT / "trending_assets" / "data" / "netflix_titles_genres.csv.gz"
+OOD = REPO_ROOT / "trending_assets" / "data" / "streaming_ood_titles_genres.csv.gz"
 SALT = "trending-now-split-v1"
 
 
@@ -374,3 +376,40 @@ def test_title_splits_save_load(tmp_path: Path, netflix_table: pd.DataFrame) -> 
     assert sum(counts.values()) == 300
     assert len(loaded.texts("val")) == counts["val"]
     assert loaded.labels("train").shape == (counts["train"], 3)
+
+
+@pytest.fixture(scope="module")
+def ood_titles() -> pd.DataFrame:
+    return read_titles(OOD.read_bytes(), OOD.name)
+
+
+def test_taxonomy_knows_every_tag_of_the_other_platforms(ood_titles: pd.DataFrame,
+                                                          taxonomy: Taxonomy) -> None:
+    unknown = {tag for tags in ood_titles["genres"].unique()
+               for tag in taxonomy.map_tags(tags.split("|"))[1]}
+    assert unknown == set()
+    assert taxonomy.map_tags(["Suspense", "Action", "Kids"])[0] == [
+        "Action & Adventure", "Thriller", "Kids & Family"]
+
+
+def test_out_of_distribution_rows_are_a_stable_labelled_sample(ood_titles: pd.DataFrame,
+                                                               taxonomy: Taxonomy) -> None:
+    genres = ["Drama", "Comedy", "Documentary", "Horror"]
+    table = out_of_distribution_table(ood_titles, taxonomy, genres, 500, SALT)
+    assert len(table) == 500 and set(table["split"]) == {"ood"}
+    assert table["id"].is_unique and table["id"].is_monotonic_increasing
+    labels = {g for joined in table["labels"] for g in joined.split("|")}
+    assert labels <= set(genres) and "" not in set(table["labels"])
+    assert set(table["source"]) == {"amazon_prime", "hulu", "disney_plus"}
+    # A title's labels are its own tags mapped and kept within `genres`.
+    row = table.iloc[0]
+    mapped = taxonomy.map_tags(row["genres"].split("|"))[0]
+    assert row["labels"] == "|".join(g for g in mapped if g in genres)
+    # Same rows whatever the input order; a larger budget only adds rows.
+    shuffled = out_of_distribution_table(ood_titles.sample(frac=1, random_state=3), taxonomy,
+                                         genres, 500, SALT)
+    assert shuffled["id"].tolist() == table["id"].tolist()
+    larger = out_of_distribution_table(ood_titles, taxonomy, genres, 800, SALT)
+    assert set(table["id"]) < set(larger["id"])
+    splits = TitleSplits(table, genres)
+    assert splits.counts() == {"train": 0, "val": 0, "test": 0, "ood": 500}

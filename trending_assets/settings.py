@@ -143,6 +143,12 @@ class DataSettings(_Strict):
         description="largest share of null/empty values per training_data column",
     )
     drift: DriftSettings = DriftSettings()
+    ood_file: str | None = Field(
+        None, description="titles from other platforms (landing-file columns), scored as the "
+                          "`ood` evaluation slice; null = no out-of-distribution evaluation")
+    ood_max_rows: int = Field(
+        3000, ge=1, description="OOD titles evaluated (a stable sample by id hash): bounds the "
+                                "cost of scoring every candidate and champion on them")
 
     @model_validator(mode="after")
     def _null_rates_are_shares(self) -> DataSettings:
@@ -644,7 +650,7 @@ def _resolve_local_paths(raw: dict[str, Any], root: Path) -> dict[str, Any]:
 
     raw = deep_merge(raw, {})
     for section, key in (("storage", "root"), ("storage", "landing"), ("tracking", "dir"),
-                         ("bert", "model_path")):
+                         ("bert", "model_path"), ("data", "ood_file")):
         if isinstance(raw.get(section), dict) and isinstance(raw[section].get(key), str):
             raw[section] = {**raw[section], key: resolve(raw[section][key])}
     return raw

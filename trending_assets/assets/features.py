@@ -1,6 +1,7 @@
 """training_data -> data_splits -> tfidf_features."""
 
 from dataclasses import asdict
+from pathlib import Path
 
 import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, Output, TableColumn, TableSchema, asset
@@ -8,16 +9,23 @@ from dagster import AssetExecutionContext, MetadataValue, Output, TableColumn, T
 from trending_assets.assets import ML_OWNERS
 from trending_assets.assets.ingestion import LABELS_COLUMN, TITLE_COLUMNS
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
-from trending_assets.ml.dataset import TitleSplits, assign_splits, genres_present
+from trending_assets.ml.dataset import (
+    TitleSplits,
+    assign_splits,
+    genres_present,
+    out_of_distribution_table,
+    read_titles,
+)
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.ml.tfidf import TfidfEncoder, TfidfFeatures, TfidfParams
 from trending_assets.settings import SettingsResource
 
 # Bump when what the asset computes changes (see trending_assets/assets/__init__.py).
-DATA_SPLITS_CODE_VERSION = "1"
+DATA_SPLITS_CODE_VERSION = "2"
 TFIDF_FEATURES_CODE_VERSION = "1"
 
-SPLIT_COLUMN = TableColumn("split", "string", description="train, val or test")
+SPLIT_COLUMN = TableColumn("split", "string", description="train, val or test; ood: another "
+                                                          "platform's title, scored only")
 
 
 @asset(
@@ -26,17 +34,25 @@ SPLIT_COLUMN = TableColumn("split", "string", description="train, val or test")
     metadata={"dagster/column_schema": TableSchema(
         columns=[*TITLE_COLUMNS, LABELS_COLUMN, SPLIT_COLUMN])},
     description="Train/validation/test split by a salted hash of the title id: a title "
-                "never changes side when rows are added.",
+                "never changes side when rows are added. Plus, when data.ood_file is set, "
+                "other platforms' titles (split `ood`), scored but never trained on.",
 )
 def data_splits(
     context: AssetExecutionContext, settings: SettingsResource, training_data: pd.DataFrame
 ) -> Output[TitleSplits]:
     config = settings.get()
     split = config.data.split
+    taxonomy = Taxonomy.from_config(settings.taxonomy())
     with measured() as figures:
         table = assign_splits(training_data, split.val_fraction, split.test_fraction, split.salt)
-        splits = TitleSplits(table, genres_present(table["labels"], Taxonomy.from_config(
-            settings.taxonomy())))
+        genres = genres_present(table["labels"], taxonomy)
+        if config.data.ood_file:
+            ood_path = Path(config.data.ood_file)
+            ood = out_of_distribution_table(
+                read_titles(ood_path.read_bytes(), ood_path.name), taxonomy, genres,
+                config.data.ood_max_rows, split.salt)
+            table = pd.concat([table, ood], ignore_index=True)
+        splits = TitleSplits(table, genres)
     return Output(splits, metadata={
         **as_metadata(lineage(context, config, table_version(table)), figures),
         **{f"{name}_rows": n for name, n in splits.counts().items()},

@@ -21,6 +21,7 @@ REQUIRED_COLUMNS = ("id", "title", "kind", "description", "genres", "year", "sou
 TEXT_COLUMNS = ("id", "title", "kind", "description", "genres", "source")
 TAG_SEPARATOR = "|"
 SPLITS = ("train", "val", "test")
+OOD_SPLIT = "ood"  # other platforms' titles: scored, never trained on
 FORMATS = ("csv", "parquet", "jsonl", "json")
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -417,6 +418,25 @@ def assign_splits(
     return table.assign(split=splits)
 
 
+def out_of_distribution_table(
+    frame: pd.DataFrame, taxonomy: Taxonomy, genres: Sequence[str], max_rows: int, salt: str
+) -> pd.DataFrame:
+    """Other platforms' titles as `ood` split rows: tags mapped to the model genres, titles
+    with none of them dropped, at most `max_rows` chosen by a salted hash of the id (the same
+    rows for every model and every run)."""
+    supported = set(genres)
+    codes, distinct = pd.factorize(frame["genres"].astype(str))
+    joined = np.array([TAG_SEPARATOR.join(g for g in taxonomy.map_tags(t.split(TAG_SEPARATOR))[0]
+                                          if g in supported) for t in distinct], dtype=object)
+    table = frame[list(REQUIRED_COLUMNS)].assign(labels=joined[codes] if len(codes) else [])
+    table = table[table["labels"] != ""]
+    rank = [hashlib.sha256(f"{salt}:ood:{i}".encode()).hexdigest() for i in table["id"]]
+    table = (table.assign(_rank=rank).sort_values("_rank", kind="stable").head(max_rows)
+             .drop(columns="_rank"))
+    return (table.sort_values("id", kind="stable").reset_index(drop=True)
+            .assign(labels=lambda t: t["labels"].astype(str), split=OOD_SPLIT))
+
+
 def label_matrix(labels: pd.Series, genres: Sequence[str]) -> np.ndarray:
     """Binary (rows x genres) matrix from '|'-joined label strings."""
     index = {g: j for j, g in enumerate(genres)}
@@ -452,7 +472,7 @@ class TitleSplits:
         return label_matrix(self.part(split)["labels"], self.genres)
 
     def counts(self) -> dict[str, int]:
-        return {s: int((self.table["split"] == s).sum()) for s in SPLITS}
+        return {s: int((self.table["split"] == s).sum()) for s in (*SPLITS, OOD_SPLIT)}
 
     def save(self, directory: Path) -> None:
         self.table.to_parquet(directory / self.TABLE_FILE, index=False)

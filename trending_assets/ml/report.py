@@ -175,8 +175,12 @@ def evaluate(
     p_test: np.ndarray,
     test_slices: Mapping[str, np.ndarray],
     baseline: Mapping[str, Any] | None = None,
+    held_out: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> EvaluationResult:
-    """Thresholds are chosen on validation only, then applied to test."""
+    """Thresholds are chosen on validation only, then applied to test.
+
+    `held_out` maps a slice name to (labels, probabilities) of rows outside the test split
+    (other platforms' titles): scored at the same thresholds and reported as slices."""
     genres = list(genres)
     y_test = np.asarray(y_test)
     p_test = np.asarray(p_test)
@@ -194,6 +198,9 @@ def evaluate(
                 f"got dtype {mask.dtype} shape {mask.shape}"
             )
         slices[name] = multilabel_metrics(y_test[mask], test_pred[mask], genres)
+    for name, (y_rows, p_rows) in (held_out or {}).items():
+        slices[name] = multilabel_metrics(np.asarray(y_rows),
+                                          apply_thresholds(np.asarray(p_rows), thresholds), genres)
 
     return EvaluationResult(
         model_name=model_name,
