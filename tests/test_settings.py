@@ -324,4 +324,17 @@ def test_settings_are_frozen() -> None:
 def test_taxonomy_config_comes_from_the_config_dir(config_dir: Path) -> None:
     taxonomy = load_taxonomy_config(load_settings("local", config_dir))
     assert taxonomy["min_support"] == 50
-    assert taxonomy["genres"]["Drama"] == ["Dramas", "TV Dramas"]
+    assert taxonomy["genres"]["Drama"][:2] == ["Dramas", "TV Dramas"]
+
+
+def test_ood_file_bundled_follows_the_package_not_the_root(
+        config_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRENDING_ROOT", str(tmp_path))
+    settings = load_settings("local", config_dir)
+    assert settings.data.ood_file == "bundled"
+    assert settings.data.ood_path() == REPO_ROOT / "trending_assets" / "data" / (
+        "streaming_ood_titles_genres.csv.gz")
+    assert settings.data.ood_path().is_file()
+    own = load_settings("local", config_dir, {"data": {"ood_file": "ood/titles.csv"}})
+    assert own.data.ood_path() == tmp_path / "ood" / "titles.csv"
+    assert load_settings("local", config_dir, {"data": {"ood_file": None}}).data.ood_path() is None

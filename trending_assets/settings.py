@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENVIRONMENTS = ("local", "staging", "production")
+BUNDLED = "bundled"
+BUNDLED_OOD_FILE = Path(__file__).resolve().parent / "data" / "streaming_ood_titles_genres.csv.gz"
 
 
 class ConfigError(ValueError):
@@ -144,11 +146,19 @@ class DataSettings(_Strict):
     )
     drift: DriftSettings = DriftSettings()
     ood_file: str | None = Field(
-        None, description="titles from other platforms (landing-file columns), scored as the "
-                          "`ood` evaluation slice; null = no out-of-distribution evaluation")
+        BUNDLED, description="titles from other platforms (landing-file columns), scored as the "
+                             "`ood` evaluation slice: `bundled` = the set shipped in "
+                             "trending_assets/data; a path; null = no out-of-distribution "
+                             "evaluation")
     ood_max_rows: int = Field(
         3000, ge=1, description="OOD titles evaluated (a stable sample by id hash): bounds the "
                                 "cost of scoring every candidate and champion on them")
+
+    def ood_path(self) -> Path | None:
+        """The out-of-distribution titles file, or None when there is none to score."""
+        if self.ood_file is None:
+            return None
+        return BUNDLED_OOD_FILE if self.ood_file == BUNDLED else Path(self.ood_file)
 
     @model_validator(mode="after")
     def _null_rates_are_shares(self) -> DataSettings:
@@ -644,7 +654,7 @@ def _resolve_local_paths(raw: dict[str, Any], root: Path) -> dict[str, Any]:
     """Relative local paths in the config are relative to the repository (or TRENDING_ROOT)."""
 
     def resolve(value: str | None) -> str | None:
-        if value is None or "://" in value or Path(value).is_absolute():
+        if value is None or value == BUNDLED or "://" in value or Path(value).is_absolute():
             return value
         return str((root / value).resolve())
 

@@ -1,7 +1,6 @@
 """training_data -> data_splits -> tfidf_features."""
 
 from dataclasses import asdict
-from pathlib import Path
 
 import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, Output, TableColumn, TableSchema, asset
@@ -34,7 +33,7 @@ SPLIT_COLUMN = TableColumn("split", "string", description="train, val or test; o
     metadata={"dagster/column_schema": TableSchema(
         columns=[*TITLE_COLUMNS, LABELS_COLUMN, SPLIT_COLUMN])},
     description="Train/validation/test split by a salted hash of the title id: a title "
-                "never changes side when rows are added. Plus, when data.ood_file is set, "
+                "never changes side when rows are added. Plus, unless data.ood_file is null, "
                 "other platforms' titles (split `ood`), scored but never trained on.",
 )
 def data_splits(
@@ -46,8 +45,8 @@ def data_splits(
     with measured() as figures:
         table = assign_splits(training_data, split.val_fraction, split.test_fraction, split.salt)
         genres = genres_present(table["labels"], taxonomy)
-        if config.data.ood_file:
-            ood_path = Path(config.data.ood_file)
+        ood_path = config.data.ood_path()
+        if ood_path is not None:
             ood = out_of_distribution_table(
                 read_titles(ood_path.read_bytes(), ood_path.name), taxonomy, genres,
                 config.data.ood_max_rows, split.salt)
