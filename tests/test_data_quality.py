@@ -25,7 +25,7 @@ from dagster import AssetKey, AssetSelection, DagsterInstance, instance_for_test
 from resources.quarantine import QuarantineStore, TrainingDataBaseline
 from resources.registry import ModelRegistry
 from resources.storage import LocalArtifactStore
-from trending_assets.automation.landing import landing_changes, unprocessed_landing_files
+from trending_assets.automation.landing import landing_changes
 from trending_assets.checks.batch_quality import assess_batch
 from trending_assets.checks.data_quality import batch_limits
 from trending_assets.definitions import ASSETS, build_definitions, build_resources
@@ -361,7 +361,7 @@ def test_bad_batches_quarantined_good_batch_trained_nothing_lost(tmp_path, tiny_
         assert {c.key for c in changes} == set(corpus) and {c.reason for c in changes} == {"new"}
         # The good batch landed first; the others after it (dup_across.csv must win).
         checks = _ingest(defs, instance, landing_store, [GOOD, *sorted(set(corpus) - {GOOD})])
-        assert unprocessed_landing_files(landing_store, instance) == []
+        assert landing_changes(landing_store, instance) == []
 
         bad = {n for n, c in corpus.items() if c.outcome == "quarantine"}
         assert set(quarantine.active()) == bad
@@ -531,7 +531,6 @@ def test_sensor_requests_new_and_changed_files_once(tmp_path, tiny_bert_dir, net
     from dagster import build_sensor_context
 
     from resources.storage import ArtifactStoreResource
-    from trending_assets.automation.landing import landing_sensor
 
     root = tmp_path / "root"
     landing = root / "landing"
@@ -540,6 +539,7 @@ def test_sensor_requests_new_and_changed_files_once(tmp_path, tiny_bert_dir, net
     settings = load_settings("local", write_test_configs(tmp_path / "configs", root,
                                                          tiny_bert_dir))
     defs = build_definitions(settings)
+    landing_sensor = defs.resolve_sensor_def("landing_sensor")  # as the code location has it
     resource = ArtifactStoreResource(uri=str(landing))
     with instance_for_test() as instance:
         def tick():

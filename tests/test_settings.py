@@ -324,7 +324,8 @@ def test_settings_are_frozen() -> None:
 def test_taxonomy_config_comes_from_the_config_dir(config_dir: Path) -> None:
     taxonomy = load_taxonomy_config(load_settings("local", config_dir))
     assert taxonomy["min_support"] == 50
-    assert taxonomy["genres"]["Drama"][:2] == ["Dramas", "TV Dramas"]
+    assert taxonomy["genres"]["Drama"] == ["Dramas", "TV Dramas", "Drama",
+                                           "Soap Opera / Melodrama"]
 
 
 def test_ood_file_bundled_follows_the_package_not_the_root(

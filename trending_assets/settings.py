@@ -55,13 +55,19 @@ class SplitSettings(_Strict):
     salt: str = "trending-now-split-v1"
 
 
+def _require_order(model: BaseModel, low: str, high: str) -> None:
+    """Field `low` must not be above field `high`."""
+    low_value, high_value = getattr(model, low), getattr(model, high)
+    if low_value > high_value:
+        raise ValueError(f"{low} ({low_value}) must not be above {high} ({high_value})")
+
+
 class _OrderedRange(_Strict):
     """A closed range; subclasses give `min` and `max` their type."""
 
     @model_validator(mode="after")
     def _ordered(self) -> _OrderedRange:
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) must not be above max ({self.max})")
+        _require_order(self, "min", "max")
         return self
 
 
@@ -102,8 +108,7 @@ class DriftLevels(_Strict):
 
     @model_validator(mode="after")
     def _ordered(self) -> DriftLevels:
-        if self.warn > self.error:
-            raise ValueError(f"warn ({self.warn}) must not be above error ({self.error})")
+        _require_order(self, "warn", "error")
         return self
 
 

@@ -98,11 +98,6 @@ def landing_changes(store: ArtifactStore, instance: DagsterInstance) -> list[Lan
     return changes
 
 
-def unprocessed_landing_files(store: ArtifactStore, instance: DagsterInstance) -> list[str]:
-    """Landing files never ingested, or re-uploaded with new content since."""
-    return [c.key for c in landing_changes(store, instance)]
-
-
 # --- the sensor ---------------------------------------------------------------------------
 
 ETAG_TAG = "trending/landing_etag"
@@ -244,8 +239,3 @@ def landing_tick(instance: DagsterInstance, store: ArtifactStore,
         lister or lister_for(store), settings, LandingCursor.parse(cursor), datetime.now(UTC),
         lambda obj: ingested_unchanged(instance, store, partitions, obj))
     return landing_run_requests(partitions, tick.new, tick.cursor.dump()), tick
-
-
-# With the default settings (flat layout), for code that ticks the sensor directly; the code
-# location builds its own from `automation.landing` (trending_assets/automation/wiring.py).
-landing_sensor = build_landing_sensor(LandingSensorSettings(), running=False)
