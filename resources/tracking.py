@@ -107,13 +107,16 @@ class WandbTracker(ConfigurableResource):
     @contextmanager
     def start_run(
         self, name: str, job_type: str, config: Mapping[str, Any], group: str | None = None,
-        tags: list[str] | None = None,
+        tags: list[str] | None = None, run_id: str | None = None,
     ) -> Iterator[TrackedRun]:
+        """A W&B run; with `run_id`, the run of that id continues if it exists (a retried
+        step resumes its run online; offline, the attempts' folders share the id and
+        `wandb sync` uploads them into that one run, in start order)."""
         Path(self.dir).mkdir(parents=True, exist_ok=True)
         run = wandb.init(
             project=self.project, entity=self.entity, dir=self.dir, mode=self.mode,
             name=name, job_type=job_type, group=group, tags=tags, config=dict(config),
-            reinit="create_new",
+            reinit="create_new", id=run_id, resume="allow" if run_id else None,
             # Console capture and system stats threads add noise to the Dagster step logs.
             settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
         )

@@ -1,5 +1,6 @@
 """The bert_model asset: a failed attempt (a preempted pod) is retried by its RetryPolicy and
-the retry resumes from the checkpoint the first attempt stored under the same run id."""
+the retry resumes from the checkpoint the first attempt stored under the same run id, and
+logs into the same W&B run."""
 
 from __future__ import annotations
 
@@ -86,3 +87,9 @@ def test_retry_resumes_from_the_run_checkpoint(tmp_path: Path, tiny_bert_dir: Pa
         assert all(p.stat().st_size < 100 for p in files)
         logs = [e.message for e in instance.all_logs(run_id) if e.message]
         assert any("resumed_from_step=18" in m for m in logs)
+        # Both attempts logged into one W&B run, whose id the Dagster run fixes: two offline
+        # folders of the same id, which `wandb sync` uploads as one run.
+        assert metadata["wandb_run"].value == f"trending-now/bert-{run_id}"
+        assert metadata["started_in_tracker_run"].value == metadata["wandb_run"].value
+        attempts = sorted((root / "wandb" / "wandb").glob(f"offline-run-*-bert-{run_id}"))
+        assert len(attempts) == 2

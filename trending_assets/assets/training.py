@@ -32,12 +32,16 @@ def train_tracked(
     context: AssetExecutionContext, settings: SettingsResource, tracker: WandbTracker,
     family: str, params: Any, data_version: str, fit: Callable[[TrackedRun], Any],
 ) -> Output:
-    """Run `fit(run)` inside a W&B run; return the model with lineage metadata."""
+    """Run `fit(run)` inside a W&B run; return the model with lineage metadata.
+
+    The W&B run id is the family + the Dagster run id, so a retry of the step (same
+    Dagster run) logs into the run its first attempt started."""
     config = settings.get()
     fields = lineage(context, config, data_version)
     with tracker.start_run(
         name=f"{family}-{context.run.run_id[:8]}", job_type="train", group=context.run.run_id,
         config={"family": family, "params": asdict(params), "lineage": fields},
+        run_id=f"{family}-{context.run.run_id}",
     ) as run:
         with measured() as figures:
             model = fit(run)
