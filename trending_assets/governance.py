@@ -1,4 +1,9 @@
-"""Registry commands: retrain a version from its manifest, complete pending W&B links.
+"""Registry governance in plain functions: register a candidate (champion evidence,
+blessing, model card, manifest, record), retrain a version from its manifest, complete
+pending W&B links.
+
+The registration assets (trending_assets/assets/registry.py) call `register_candidate`;
+the CLI calls the other two:
 
     python -m trending_assets.cli reproduce --model trending-now-xgboost --version 3
     python -m trending_assets.cli complete-wandb-links      # after `wandb sync`
@@ -6,29 +11,223 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from resources.io_manager import read_version_at
-from resources.registry import ModelRegistry
-from resources.tracking import complete_link
+from resources.notify import Alert
+from resources.registry import CHAMPION_ALIAS, ModelRegistry
+from resources.tracking import complete_link, registry_target
 from trending_assets.assets.evaluation import score
 from trending_assets.assets.ingestion import artifact_store
-from trending_assets.assets.registry import MANIFEST_FILE
 from trending_assets.lineage import table_version
 from trending_assets.ml.dataset import TitleSplits
-from trending_assets.ml.gate import gate_metrics
-from trending_assets.ml.manifest import environment_differences
+from trending_assets.ml.gate import (
+    Blessing,
+    ChampionEvidence,
+    Override,
+    aligned_to,
+    decide,
+    gate_metrics,
+    rows_digest,
+)
+from trending_assets.ml.manifest import build_manifest, environment_differences
+from trending_assets.ml.model_card import build_model_card, model_card_markdown
+from trending_assets.ml.report import EvaluationResult
 from trending_assets.ml.reproduce import (
     MetricComparison,
     ReproductionError,
+    base_model_record,
     compare_metrics,
     retrain,
     within,
 )
-from trending_assets.settings import Settings
+from trending_assets.settings import GateSettings, Settings, load_taxonomy_config
+
+# The split table's asset; its stored versions live under assets/<name> (the manifest
+# names that key, so a version can be retrained on exactly its rows).
+SPLITS_ASSET = "data_splits"
+MODEL_CARD_FILES = ("model_card.md", "model_card.json")
+MANIFEST_FILE = "manifest.json"
+BLESSING_FILE = "blessing.md"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained model that passed its value gate, with what its registration records."""
+
+    model_name: str
+    family: str
+    model_type: type  # how the registry loads a stored champion of this family
+    model: Any
+    evaluation: EvaluationResult
+    splits: TitleSplits
+    settings: Settings
+    lineage: dict[str, Any]  # trending_assets.lineage.lineage(), data_version included
+    upstream: dict[str, dict[str, Any]]  # stored upstream versions consumed, by asset name
+
+    def save(self, directory: Path) -> None:
+        """The version's files: the model, its evaluation and its decision thresholds."""
+        self.model.save(directory)
+        self.evaluation.save(directory / "evaluation")
+        (directory / "thresholds.json").write_text(json.dumps(self.evaluation.thresholds))
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A stored registration: its version, its blessing and the champion it was judged on."""
+
+    version: int
+    blessing: Blessing
+    champion: ChampionEvidence | None
+    wandb_target: str  # the W&B registry collection the version is mirrored into
+
+
+def register_candidate(registry: ModelRegistry, candidate: Candidate,
+                       override: Override | None,
+                       on_override: Callable[[Blessing], None]) -> Registered:
+    """Bless the candidate against the production champion on the same test rows and store
+    it as a new immutable version with its record and documents; aliases move only as the
+    blessing says. `on_override` hears of a forced promotion before anything is stored;
+    if it raises, nothing is."""
+    settings, family, model_name = candidate.settings, candidate.family, candidate.model_name
+    gate = getattr(settings.gates, family)
+    rows = rows_digest(candidate.splits.table, candidate.splits.genres)
+    metrics = gate_metrics(candidate.evaluation.overall, candidate.evaluation.slices)
+    champion = champion_evidence(registry, model_name, family, candidate.model_type,
+                                 candidate.splits, rows)
+    blessing = decide(model_name, family, metrics, gate, champion, override)
+    if blessing.override:
+        # The alert goes out before anything moves: no silent override.
+        on_override(blessing)
+    documents = _documents(candidate, blessing, gate, rows)
+    target = registry_target(settings.registry.wandb_registry, model_name)
+    entry = registry.register(
+        model_name, candidate.save,
+        record=_record(candidate, metrics, rows, blessing, target),
+        # production first: it is the conditional move (compare-and-set on the champion).
+        aliases=sorted(blessing.aliases, key=lambda a: a != CHAMPION_ALIAS),
+        reason=blessing.summary, documents=documents,
+        expected={CHAMPION_ALIAS: None if champion is None else champion.version},
+    )
+    return Registered(entry["version"], blessing, champion, target)
+
+
+def champion_evidence(registry: ModelRegistry, model_name: str, family: str, model_type: type,
+                      splits: TitleSplits, rows: str) -> ChampionEvidence | None:
+    """The production champion's metrics on the candidate's rows: its recorded metrics when
+    it was evaluated on exactly these rows, else re-scored (loaded sha256-verified)."""
+    version = registry.champion(model_name)
+    if version is None:
+        return None
+    record = registry.get(model_name, version)
+    if record.get("evaluation_rows") == rows and "gate_metrics" in record:
+        return ChampionEvidence(version, record["gate_metrics"], "recorded")
+    loaded = registry.load(model_name, version, model_type)
+    result = score(aligned_to(loaded, splits.genres), family, splits, None)
+    return ChampionEvidence(version, gate_metrics(result.overall, result.slices), "re-scored",
+                            tuple(g for g in splits.genres if g not in loaded.genres))
+
+
+def override_alert(settings: Settings, blessing: Blessing, asset_name: str,
+                   run_id: str) -> Alert:
+    """What the alert channel hears about a forced promotion."""
+    failed = blessing.failed
+    assert blessing.override is not None
+    return Alert(
+        kind="forced_promotion", severity="WARN",
+        summary=f"{blessing.model}: forced promotion to {', '.join(blessing.aliases)} by "
+                f"{blessing.override['author']}: {blessing.override['reason']}"
+                + ("" if blessing.override["used"] else " (not needed: the gate passed)"),
+        url=f"{settings.alerts.ui_base_url.rstrip('/')}/assets/{asset_name}",
+        asset=asset_name,
+        observed="; ".join(c.reason for c in failed) or "every criterion passed",
+        threshold="; ".join(f"{c.name} {c.threshold}" for c in failed) or None,
+        run_id=run_id, details={"override": blessing.override, "summary": blessing.summary},
+    )
+
+
+def _documents(candidate: Candidate, blessing: Blessing, gate: GateSettings,
+               rows: str) -> Callable[[int], dict[str, bytes]]:
+    """The documents of a version (model card, manifest, blessing) once it has a number.
+
+    Their inputs are gathered here, before anything is stored: the registry may call the
+    result once per version number it tries."""
+    settings, family = candidate.settings, candidate.family
+    splits, fields, upstream = candidate.splits, candidate.lineage, candidate.upstream
+    blessing_dict = blessing.to_dict()
+    config_dump = settings.model_dump(mode="json")
+    data = {
+        "data_version": fields["data_version"], "split_rows": splits.counts(),
+        "splits_key": f"assets/{SPLITS_ASSET}",
+        "splits_version": upstream[SPLITS_ASSET].get("dagster_run_id"),
+        "content_hash": fields["data_version"], "evaluation_rows": rows,
+        "genres": splits.genres,
+        "taxonomy_file": settings.data.taxonomy_file,
+        "taxonomy_sha256": _sha256_json(load_taxonomy_config(settings)),
+    }
+    training_config = {"params": config_dump[family],
+                       **({"tfidf": config_dump["tfidf"]} if family != "bert" else {}),
+                       "split": config_dump["data"]["split"]}
+    base_model = base_model_record(config_dump["bert"]) if family == "bert" else None
+
+    def documents(version: int) -> dict[str, bytes]:
+        card = build_model_card(
+            model=candidate.model_name, version=version, family=family,
+            evaluation=candidate.evaluation, blessing=blessing_dict,
+            gate=gate.model_dump(mode="json"),
+            intended_use=settings.registry.model_card.intended_use,
+            limitations=settings.registry.model_card.limitations,
+            data=data, training_config=training_config,
+            lineage={**fields, "upstream": upstream})
+        manifest = build_manifest(
+            model=candidate.model_name, version=version, family=family,
+            git_commit=fields["git_commit"], config=config_dump,
+            seeds={"split_salt": settings.data.split.salt,
+                   "model": config_dump[family].get("seed")},
+            data=data, base_model=base_model)
+        return {
+            "model_card.md": model_card_markdown(card).encode(),
+            "model_card.json": _json_bytes(card),
+            MANIFEST_FILE: _json_bytes(manifest),
+            BLESSING_FILE: blessing.to_markdown().encode(),
+        }
+
+    return documents
+
+
+def _record(candidate: Candidate, metrics: dict[str, Any], rows: str, blessing: Blessing,
+            target: str) -> dict[str, Any]:
+    """The version record: metrics, gate metrics and rows, thresholds, blessing, lineage."""
+    evaluation, backend = candidate.evaluation, candidate.settings.registry.backend
+    return {
+        "family": candidate.family,
+        "metrics": {"macro_f1": evaluation.macro_f1,
+                    "micro_f1": evaluation.micro_f1,
+                    "slices": {s: {"macro_f1": m["macro_f1"], "micro_f1": m["micro_f1"]}
+                               for s, m in evaluation.slices.items()}},
+        "gate_metrics": metrics,
+        "evaluation_rows": rows,
+        "thresholds": evaluation.thresholds,
+        "blessing": blessing.to_dict(),
+        "lineage": candidate.lineage,
+        "upstream": candidate.upstream,
+        "wandb": {"run": candidate.upstream[f"{candidate.family}_model"].get("wandb_run"),
+                  "registry_backend": backend,
+                  "registry_target": target if backend == "wandb" else None},
+    }
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, indent=2, sort_keys=True, default=str).encode()
+
+
+def _sha256_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass
