@@ -48,6 +48,10 @@ class ArtifactStore(ABC):
     def uri_of(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{key}"
 
+    def download_file(self, key: str, path: Path) -> None:
+        """Write the object under `key` to the local file `path`."""
+        path.write_bytes(self.get_bytes(key))
+
 
 class LocalArtifactStore(ArtifactStore):
     def __init__(self, root: str | Path) -> None:
@@ -122,6 +126,15 @@ class S3ArtifactStore(ArtifactStore):
     def get_bytes(self, key: str) -> bytes:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                raise ArtifactNotFoundError(f"no artifact at {self.uri_of(key)}") from exc
+            raise
+
+    def download_file(self, key: str, path: Path) -> None:
+        # boto3's managed transfer streams to disk in parallel parts: model weights are GBs.
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(path))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
                 raise ArtifactNotFoundError(f"no artifact at {self.uri_of(key)}") from exc

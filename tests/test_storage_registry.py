@@ -150,6 +150,16 @@ def test_get_missing_key_raises_not_found(store: ArtifactStore) -> None:
     assert isinstance(info.value, FileNotFoundError)
 
 
+def test_download_file_writes_the_object(store: ArtifactStore, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 1000
+    store.put_bytes("weights/model.safetensors", data)
+    target = tmp_path / "copy.bin"
+    store.download_file("weights/model.safetensors", target)
+    assert target.read_bytes() == data
+    with pytest.raises(ArtifactNotFoundError, match=r"weights/missing\.bin"):
+        store.download_file("weights/missing.bin", tmp_path / "missing.bin")
+
+
 @pytest.mark.parametrize("key", ["../x", "a/../../x", "/etc/passwd"])
 def test_local_store_refuses_keys_outside_root(tmp_path: Path, key: str) -> None:
     store = LocalArtifactStore(tmp_path / "root")

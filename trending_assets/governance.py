@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from resources.io_manager import read_version_at
+from resources.model_files import local_model_folder
 from resources.notify import Alert
 from resources.registry import CHAMPION_ALIAS, ModelRegistry
 from resources.tracking import complete_link, registry_target
@@ -173,7 +174,10 @@ def _documents(candidate: Candidate, blessing: Blessing, gate: GateSettings,
     training_config = {"params": config_dump[family],
                        **({"tfidf": config_dump["tfidf"]} if family != "bert" else {}),
                        "split": config_dump["data"]["split"]}
-    base_model = base_model_record(config_dump["bert"]) if family == "bert" else None
+    base_model = None
+    if family == "bert":  # hashed from the local copy when the weights live on S3
+        base_model = base_model_record(config_dump["bert"], local_model_folder(
+            settings.bert.model_path, settings.storage.cache, settings.storage.s3_endpoint_url))
 
     def documents(version: int) -> dict[str, bytes]:
         card = build_model_card(
@@ -280,8 +284,12 @@ def reproduce_version(settings: Settings, model: str, version: int) -> Reproduct
         raise ReproductionError(
             f"{model} v{version}: the stored split table hashes to {found}, the manifest "
             f"recorded {data['content_hash']}; the data the version was trained on is gone")
-    family = manifest["family"]
-    model_object = retrain(family, splits, manifest["config"], manifest.get("base_model"))
+    family, config = manifest["family"], manifest["config"]
+    if family == "bert":  # an s3:// base model is trained from its local copy
+        config = {**config, "bert": {**config["bert"], "model_path": local_model_folder(
+            config["bert"]["model_path"], settings.storage.cache,
+            settings.storage.s3_endpoint_url)}}
+    model_object = retrain(family, splits, config, manifest.get("base_model"))
     result = score(model_object, family, splits, None)
     rows = compare_metrics(record["gate_metrics"], gate_metrics(result.overall, result.slices))
     return Reproduction(model, version, family, settings.registry.reproduce_tolerance[family],

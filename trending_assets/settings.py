@@ -37,6 +37,9 @@ class StorageSettings(_Strict):
     root: str = Field(description="artifact root: a local directory or s3://bucket/prefix")
     landing: str = Field(description="where landing files arrive: a directory or s3:// prefix")
     s3_endpoint_url: str | None = None
+    cache: str = Field(
+        ".trending/cache",
+        description="local folder for copies of remote inputs (an s3:// bert.model_path)")
     seed_sample: bool = Field(
         True, description="place the bundled sample in an empty landing folder on first run"
     )
@@ -225,7 +228,8 @@ class XGBoostSettings(_Strict):
 
 class BertSettings(_Strict):
     model_path: str | None = Field(
-        None, description="Hugging Face BERT-family model folder; empty = the bundled MiniLM"
+        None, description="Hugging Face BERT-family model folder (saved with save_pretrained): "
+                          "a local folder or s3://bucket/prefix; empty = the bundled MiniLM"
     )
     max_length: int = Field(64, ge=8, le=512)
     epochs: int = Field(2, ge=1)
@@ -250,6 +254,16 @@ class BertSettings(_Strict):
     processes: int = Field(
         1, ge=1, description="data-parallel worker processes per node (torchrun); 1 = one "
                              "plain process. On Kubernetes the pod's GPU count equals this")
+
+    @model_validator(mode="after")
+    def _model_path_readable(self) -> BertSettings:
+        if self.model_path and "://" in self.model_path and not self.model_path.startswith(
+                "s3://"):
+            raise ValueError(
+                f"model_path {self.model_path!r}: use a local folder or s3://bucket/prefix "
+                "holding a model saved with save_pretrained (nothing is downloaded from a "
+                "model hub)")
+        return self
 
 
 GATE_METRICS = ("macro_f1", "micro_f1", "micro_precision", "micro_recall")
@@ -664,8 +678,8 @@ def _resolve_local_paths(raw: dict[str, Any], root: Path) -> dict[str, Any]:
         return str((root / value).resolve())
 
     raw = deep_merge(raw, {})
-    for section, key in (("storage", "root"), ("storage", "landing"), ("tracking", "dir"),
-                         ("bert", "model_path"), ("data", "ood_file")):
+    for section, key in (("storage", "root"), ("storage", "landing"), ("storage", "cache"),
+                         ("tracking", "dir"), ("bert", "model_path"), ("data", "ood_file")):
         if isinstance(raw.get(section), dict) and isinstance(raw[section].get(key), str):
             raw[section] = {**raw[section], key: resolve(raw[section][key])}
     return raw

@@ -2,12 +2,13 @@
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from dagster import AssetExecutionContext, MetadataValue, Output, RetryPolicy, asset
 
+from resources.model_files import local_model_folder
 from resources.storage import ArtifactStore
 from resources.tracking import TrackedRun, WandbTracker
 from trending_assets.assets import ML_OWNERS
@@ -117,6 +118,9 @@ def bert_model(
 ) -> Output[BertGenreModel]:
     config = settings.get()
     params = BertParams(**config.bert.model_dump(exclude={"processes"}))
+    # An s3:// base model is copied once into the local cache; W&B still records the URI.
+    local = replace(params, model_path=local_model_folder(
+        params.model_path, config.storage.cache, config.storage.s3_endpoint_url))
     store = artifact_store(config)
     checkpoints = ArtifactCheckpoints(store, f"checkpoints/bert/{context.run.run_id}")
     s = data_splits
@@ -133,13 +137,13 @@ def bert_model(
 
         if config.bert.processes == 1:
             training = train_bert(s.texts("train"), s.labels("train"), s.texts("val"),
-                                  s.labels("val"), s.genres, params, log_fn=log_and_report,
+                                  s.labels("val"), s.genres, local, log_fn=log_and_report,
                                   checkpoints=checkpoints, tracker_run_id=run.path)
             model = training.model
             figures.update(training.fit.summary())
         else:  # torchrun workers in a subprocess; checkpoints carried over while they train
             model, launched = train_bert_processes(
-                s, params, config.bert.processes, checkpoints, run.path, log_and_report,
+                s, local, config.bert.processes, checkpoints, run.path, log_and_report,
                 context.log.debug)
             figures.update(launched)
         run.summarize({k: v for k, v in figures.items() if v is not None})

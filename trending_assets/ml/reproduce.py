@@ -27,10 +27,13 @@ class ReproductionError(RuntimeError):
     """The recorded inputs cannot be reproduced (data or base model differ)."""
 
 
-def base_model_record(bert_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The BERT base weights a training starts from: folder and content hash."""
-    folder = Path(bert_config.get("model_path") or bundled_model_path())
-    return {"path": str(folder), "sha256": folder_digest(folder)}
+def base_model_record(bert_config: Mapping[str, Any],
+                      local_copy: str | Path | None = None) -> dict[str, Any]:
+    """The BERT base weights a training starts from: where they are (`bert.model_path`, or
+    the bundled folder) and the content hash of their files, read from `local_copy` when
+    they live elsewhere (an s3:// model_path)."""
+    path = str(bert_config.get("model_path") or bundled_model_path())
+    return {"path": path, "sha256": folder_digest(local_copy or path)}
 
 
 def retrain(family: str, splits: TitleSplits, config: Mapping[str, Any],

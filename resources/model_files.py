@@ -1,0 +1,99 @@
+"""Base model folders for the transformer trainer: a local folder as is, an S3 prefix as a
+cached local copy.
+
+transformers loads models from local folders only here (nothing is fetched from a model
+hub at run time), so `bert.model_path: s3://bucket/prefix` is copied into
+`storage.cache` once, under a name made from the listing (key, ETag and size of every
+object): an unchanged upload is reused without reading a byte, a changed one gets a new
+copy. A copy is written under a temporary name and renamed into place, so a download that
+dies half-way never looks complete. Either way the folder is checked for what a Hugging
+Face model folder needs before any training starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from resources.listing import lister_for
+from resources.storage import ArtifactStore, ArtifactStoreResource
+
+# What `from_pretrained` needs from a folder: each entry is satisfied by any of its names.
+MODEL_FILES = (
+    ("config.json", ("config.json",)),
+    ("weights", ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")),
+    ("tokenizer", ("tokenizer.json", "vocab.txt")),
+)
+HOW_TO_FIX = ("save the model and its tokenizer with save_pretrained() into one folder and "
+              "point bert.model_path at it (a local folder or s3://bucket/prefix), or set "
+              "bert.model_path to null for the bundled MiniLM")
+
+
+class ModelFolderError(ValueError):
+    """A base model location training cannot start from."""
+
+
+def missing_model_files(names: Iterable[str]) -> list[str]:
+    """What a folder holding the files `names` lacks to load as a Hugging Face model."""
+    present = set(names)
+    return [what if len(options) == 1 else f"{what} ({' or '.join(options)})"
+            for what, options in MODEL_FILES if not present & set(options)]
+
+
+def _require_model_files(names: Iterable[str], shown_as: str) -> None:
+    missing = missing_model_files(names)
+    if missing:
+        raise ModelFolderError(f"bert.model_path {shown_as} has no {', '.join(missing)}: "
+                               f"{HOW_TO_FIX}")
+
+
+def cached_model_copy(source: ArtifactStore, cache: Path) -> Path:
+    """A local copy of the model folder stored at `source`, under `cache/base-models/`."""
+    listed = list(lister_for(source).list())
+    if not listed:
+        raise ModelFolderError(f"bert.model_path {source.uri} holds no files: {HOW_TO_FIX}")
+    _require_model_files((o.key for o in listed if "/" not in o.key), source.uri)
+    content = "\n".join(f"{o.key}\0{o.etag}\0{o.size}" for o in listed)
+    target = cache / "base-models" / hashlib.sha256(content.encode()).hexdigest()[:32]
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=target.parent))
+    try:
+        for obj in listed:
+            path = partial / obj.key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            source.download_file(obj.key, path)
+            if path.stat().st_size != obj.size:
+                raise ModelFolderError(
+                    f"{source.uri_of(obj.key)}: downloaded {path.stat().st_size} bytes, the "
+                    f"listing said {obj.size}; was it replaced during the download? Retry.")
+        try:
+            partial.rename(target)  # atomic; refused if another process finished first
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def local_model_folder(model_path: str | None, cache: str | Path,
+                       s3_endpoint_url: str | None = None) -> str | None:
+    """`bert.model_path` as a folder the trainer can load: None stays None (the bundled
+    model), a local folder is checked, an s3:// prefix is copied into `cache` (once)."""
+    if model_path is None:
+        return None
+    if model_path.startswith("s3://"):
+        source = ArtifactStoreResource(uri=model_path, s3_endpoint_url=s3_endpoint_url).open()
+        return str(cached_model_copy(source, Path(cache)))
+    folder = Path(model_path)
+    if not folder.is_dir():
+        raise ModelFolderError(f"bert.model_path {model_path} is not a folder (models are "
+                               f"never downloaded from a model hub): {HOW_TO_FIX}")
+    _require_model_files((p.name for p in folder.iterdir()), model_path)
+    return model_path

@@ -1,0 +1,167 @@
+"""bert.model_path on S3 (a real moto server on loopback): copied once into the cache by
+content, checked before training, and trained from by the bert_model asset."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from dagster import asset, instance_for_test, materialize, mem_io_manager
+
+from resources.model_files import (
+    ModelFolderError,
+    cached_model_copy,
+    local_model_folder,
+    missing_model_files,
+)
+from resources.storage import S3ArtifactStore
+from resources.tracking import WandbTracker
+from tests.conftest import write_test_configs
+from trending_assets.assets.training import bert_model
+from trending_assets.ml.dataset import TitleSplits, assign_splits, build_training_table
+from trending_assets.ml.manifest import folder_digest
+from trending_assets.ml.reproduce import base_model_record
+from trending_assets.ml.taxonomy import Taxonomy
+from trending_assets.settings import ConfigError, SettingsResource, load_settings
+
+from .test_storage_registry import s3_client  # noqa: F401  (the moto server fixture)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def upload_folder(client, folder: Path, bucket: str, prefix: str) -> list[str]:
+    keys = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        key = f"{prefix}/{path.relative_to(folder).as_posix()}"
+        client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+        keys.append(key)
+    return keys
+
+
+@pytest.fixture
+def uploaded_model(s3_client, tiny_bert_dir: Path) -> tuple[str, str]:  # noqa: F811
+    """(bucket, prefix) holding the tiny BERT folder."""
+    bucket = f"models-{uuid.uuid4().hex[:10]}"
+    s3_client.create_bucket(Bucket=bucket)
+    upload_folder(s3_client, tiny_bert_dir, bucket, "base/tiny-bert")
+    return bucket, "base/tiny-bert"
+
+
+@pytest.fixture
+def gets(s3_client) -> Iterator[list[str]]:  # noqa: F811
+    """Keys of every GetObject the test's S3 client sends."""
+    seen: list[str] = []
+    event, handler_id = "before-parameter-build.s3.GetObject", f"gets-{uuid.uuid4()}"
+    s3_client.meta.events.register(event, lambda params, **_: seen.append(params["Key"]),
+                                   unique_id=handler_id)
+    yield seen
+    s3_client.meta.events.unregister(event, unique_id=handler_id)
+
+
+def test_copied_once_by_content_and_again_when_it_changes(
+        s3_client, uploaded_model, gets: list[str], tiny_bert_dir: Path,  # noqa: F811
+        tmp_path: Path) -> None:
+    bucket, prefix = uploaded_model
+    source = S3ArtifactStore(s3_client, bucket, prefix)
+    first = cached_model_copy(source, tmp_path / "cache")
+    expected = sorted(p.relative_to(tiny_bert_dir).as_posix()
+                      for p in tiny_bert_dir.rglob("*") if p.is_file())
+    assert sorted(f"{prefix}/{name}" for name in expected) == sorted(gets)
+    assert folder_digest(first) == folder_digest(tiny_bert_dir)
+    assert first.parent == tmp_path / "cache" / "base-models"
+
+    gets.clear()
+    assert cached_model_copy(source, tmp_path / "cache") == first
+    assert gets == []  # unchanged listing: nothing read
+
+    s3_client.put_object(Bucket=bucket, Key=f"{prefix}/README.md", Body=b"new model card")
+    second = cached_model_copy(source, tmp_path / "cache")
+    assert second != first
+    assert (second / "README.md").read_bytes() == b"new model card"
+    assert folder_digest(first) == folder_digest(tiny_bert_dir)  # the old copy is intact
+    assert sorted(p.name for p in (tmp_path / "cache" / "base-models").iterdir()) == sorted(
+        [first.name, second.name])  # no partial download left behind
+
+
+def test_incomplete_or_empty_prefix_is_refused_before_any_download(
+        s3_client, uploaded_model, gets: list[str], tmp_path: Path) -> None:  # noqa: F811
+    bucket, prefix = uploaded_model
+    s3_client.delete_object(Bucket=bucket, Key=f"{prefix}/tokenizer.json")
+    s3_client.delete_object(Bucket=bucket, Key=f"{prefix}/vocab.txt")
+    with pytest.raises(ModelFolderError) as info:
+        cached_model_copy(S3ArtifactStore(s3_client, bucket, prefix), tmp_path / "cache")
+    message = str(info.value)
+    assert f"s3://{bucket}/{prefix} has no tokenizer (tokenizer.json or vocab.txt)" in message
+    assert "save_pretrained" in message
+    assert gets == []
+    assert not (tmp_path / "cache" / "base-models").exists()
+
+    with pytest.raises(ModelFolderError, match=f"s3://{bucket}/nothing/here holds no files"):
+        cached_model_copy(S3ArtifactStore(s3_client, bucket, "nothing/here"), tmp_path / "c")
+
+
+def test_local_folders_are_checked_and_used_in_place(tiny_bert_dir: Path,
+                                                     tmp_path: Path) -> None:
+    assert local_model_folder(None, tmp_path) is None
+    assert local_model_folder(str(tiny_bert_dir), tmp_path) == str(tiny_bert_dir)
+    with pytest.raises(ModelFolderError, match="bert-base-uncased is not a folder"):
+        local_model_folder(str(tmp_path / "bert-base-uncased"), tmp_path)
+    (tmp_path / "weights-only").mkdir()
+    (tmp_path / "weights-only" / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(ModelFolderError, match=r"has no config.json, tokenizer \("):
+        local_model_folder(str(tmp_path / "weights-only"), tmp_path)
+    assert missing_model_files(["config.json", "pytorch_model.bin", "vocab.txt"]) == []
+    assert missing_model_files([]) == [
+        "config.json",
+        "weights (model.safetensors or model.safetensors.index.json or pytorch_model.bin or "
+        "pytorch_model.bin.index.json)",
+        "tokenizer (tokenizer.json or vocab.txt)"]
+
+
+def test_other_schemes_are_a_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings("local", overrides={"bert": {"model_path": "hf://bert-base-uncased"}})
+    assert ("key 'bert': Value error, model_path 'hf://bert-base-uncased': use a local "
+            "folder or s3://bucket/prefix") in str(info.value)
+    s3 = load_settings("local", overrides={"bert": {"model_path": "s3://b/models/minilm"}})
+    assert s3.bert.model_path == "s3://b/models/minilm"  # not made a local path
+
+
+def test_bert_model_trains_from_an_s3_model_path(
+        s3_client, uploaded_model, tiny_bert_dir: Path, tmp_path: Path,  # noqa: F811
+        netflix: pd.DataFrame) -> None:
+    bucket, prefix = uploaded_model
+    uri = f"s3://{bucket}/{prefix}"
+    root = tmp_path / "root"
+    config_dir = write_test_configs(tmp_path / "configs", root, tiny_bert_dir, extra={
+        "storage": {"cache": str(tmp_path / "cache"),
+                    "s3_endpoint_url": s3_client.meta.endpoint_url},
+        "bert": {"model_path": uri, "epochs": 1, "batch_size": 16}})
+    taxonomy = Taxonomy.from_config(yaml.safe_load((REPO / "configs/genres.yaml").read_text()))
+    table, genres, _ = build_training_table([netflix.sample(300, random_state=5)], taxonomy)
+    splits = TitleSplits(assign_splits(table, 0.1, 0.1, "s3-model-test"), genres)
+
+    @asset(name="data_splits")
+    def fixed_splits() -> TitleSplits:
+        return splits
+
+    with instance_for_test() as instance:
+        result = materialize([fixed_splits, bert_model], instance=instance, resources={
+            "io_manager": mem_io_manager,
+            "settings": SettingsResource(env="local", config_dir=str(config_dir)),
+            "tracker": WandbTracker(mode="offline", dir=str(root / "wandb")),
+        })
+    assert result.success
+    model = result.output_for_node("bert_model")
+    assert model.model.encoder.config.hidden_size == 32  # the uploaded tiny BERT
+    metadata = result.asset_materializations_for_node("bert_model")[0].metadata
+    assert metadata["params"].value["model_path"] == uri  # lineage names the S3 source
+    copies = list((tmp_path / "cache" / "base-models").iterdir())
+    assert len(copies) == 1
+    # What registration records: the S3 path and the hash of the files trained from.
+    assert base_model_record({"model_path": uri}, copies[0]) == {
+        "path": uri, "sha256": folder_digest(tiny_bert_dir)}
