@@ -38,8 +38,10 @@ def run_guarded(statement: str) -> subprocess.CompletedProcess:
                           cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
-def test_bench_imports_nothing_beyond_torch_and_transformers() -> None:
-    done = run_guarded("import trending_assets.bench.bert as bench; print('ok', bench.WAYS)")
+@pytest.mark.parametrize("module", ["trending_assets.bench.bert",
+                                    "trending_assets.bench.bert_checks"])
+def test_gpu_scripts_import_nothing_beyond_torch_and_transformers(module: str) -> None:
+    done = run_guarded(f"import {module}; print('ok')")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("ok")
 

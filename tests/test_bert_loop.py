@@ -26,7 +26,13 @@ from trending_assets.ml.bert_data import (
     shard_rows,
 )
 from trending_assets.ml.bert_launch import param_flags
-from trending_assets.ml.bert_loop import LoopSettings, Workers, fit
+from trending_assets.ml.bert_loop import (
+    LoopSettings,
+    Workers,
+    autocast,
+    fit,
+    mixed_precision,
+)
 
 
 def table(rows: int = 40, seed: int = 0) -> tuple[TokenTable, torch.Tensor]:
@@ -181,9 +187,29 @@ def test_param_flags_reproduce_params() -> None:
     from trending_assets.ml.cli import build_parser, params_from_args
 
     params = BertParams(model_path="/m", epochs=3, compile=True, learning_rate=3e-4,
-                        head_dropout=0.0)
+                        head_dropout=0.0, precision="fp32")
     parser = build_parser("", BertParams)
     args = parser.parse_args(["--output-dir", "x", *param_flags(params)])
     assert params_from_args(BertParams, args) == params
     assert params_from_args(BertParams, parser.parse_args(
         ["--output-dir", "x", *param_flags(BertParams())])) == BertParams()
+
+
+def test_precision_fp32_turns_autocast_off_everywhere() -> None:
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    assert mixed_precision(gpu) == torch.bfloat16
+    assert mixed_precision(gpu, "fp32") is None
+    assert mixed_precision(cpu) is None and mixed_precision(cpu, "fp32") is None
+    assert not autocast(cpu)._enabled
+    with pytest.raises(ValueError, match="precision 'fp16': use one of auto, fp32"):
+        mixed_precision(gpu, "fp16")
+
+
+def test_more_processes_than_gpus_is_refused_before_launch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from trending_assets.ml import bert_launch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(bert_launch.subprocess, "Popen", None)  # nothing may start
+    with pytest.raises(ValueError, match=r"bert.processes is 2 but this node has 1 GPU\(s\)"):
+        bert_launch.train_bert_processes(None, BertParams(), 2, None, None, print, print)

@@ -251,6 +251,8 @@ class BertSettings(_Strict):
     checkpoint_every_steps: int = Field(
         0, ge=0, description="checkpoint cadence in optimizer steps; 0 = at epoch ends only")
     log_every_steps: int = Field(20, ge=1)
+    precision: Literal["auto", "fp32"] = Field(
+        "auto", description="auto: bf16 autocast on a GPU, fp32 on CPU; fp32: fp32 everywhere")
     processes: int = Field(
         1, ge=1, description="data-parallel worker processes per node (torchrun); 1 = one "
                              "plain process. On Kubernetes the pod's GPU count equals this")

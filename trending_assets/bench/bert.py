@@ -139,12 +139,21 @@ class CountingClassifier(torch.nn.Module):
             buffer.zero_()
 
 
-def build_model(shape: str, device: torch.device, seed: int) -> CountingClassifier:
+def random_classifier(dims: dict[str, int], device: torch.device, seed: int,
+                      dropout: float = 0.1, max_positions: int = 512) -> MeanPoolClassifier:
+    """Our classifier over a BERT encoder of the given dimensions, random weights from a
+    config (nothing downloaded); `dropout` in the encoder and before the head."""
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=VOCAB, max_position_embeddings=512, **SHAPES[shape])
-    config._attn_implementation = "sdpa"
-    return CountingClassifier(MeanPoolClassifier(BertModel(config, add_pooling_layer=False),
-                                                 NUM_LABELS)).to(device)
+    config = BertConfig(vocab_size=VOCAB, max_position_embeddings=max_positions,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+                        **dims)
+    config._attn_implementation = "sdpa"  # what from_pretrained picks for BERT
+    encoder = BertModel(config, add_pooling_layer=False)
+    return MeanPoolClassifier(encoder, NUM_LABELS, dropout).to(device)
+
+
+def build_model(shape: str, device: torch.device, seed: int) -> CountingClassifier:
+    return CountingClassifier(random_classifier(SHAPES[shape], device, seed))
 
 
 def non_embedding_params(model: CountingClassifier) -> int:

@@ -23,6 +23,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 from trending_assets.ml.bert_checkpoint import Checkpointer, CheckpointStorage
 from trending_assets.ml.bert_data import TokenTable, collate
 from trending_assets.ml.bert_loop import (
+    PRECISIONS,
     FitResult,
     LoopSettings,
     Workers,
@@ -58,6 +59,7 @@ class BertParams:
     log_every_steps: int = 20
     seed: int = 0
     threads: int = 0  # torch.set_num_threads when > 0
+    precision: str = "auto"  # "auto": bf16 autocast on a GPU, fp32 on CPU; "fp32": always
 
     def loop_settings(self) -> LoopSettings:
         return LoopSettings(
@@ -67,7 +69,7 @@ class BertParams:
             max_grad_norm=self.max_grad_norm, pad_multiple=self.pad_multiple,
             compile=self.compile, early_stopping_patience=self.early_stopping_patience,
             checkpoint_every_steps=self.checkpoint_every_steps,
-            log_every_steps=self.log_every_steps,
+            log_every_steps=self.log_every_steps, precision=self.precision,
         )
 
 
@@ -216,6 +218,8 @@ def _check_inputs(
     genres: Sequence[str],
     params: BertParams,
 ) -> None:
+    if params.precision not in PRECISIONS:
+        raise ValueError(f"precision {params.precision!r}: use one of {', '.join(PRECISIONS)}")
     if len(genres) == 0:
         raise ValueError("genres is empty; need at least one genre to classify")
     if len(set(genres)) != len(genres):

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from trending_assets.ml.bert import BertGenreModel, BertParams
 from trending_assets.ml.bert_checkpoint import (
     CheckpointStorage,
@@ -57,6 +59,11 @@ def train_bert_processes(
 ) -> tuple[BertGenreModel, dict[str, Any]]:
     """Train with `processes` torchrun workers; returns the model and its fit figures.
     Lines the workers print that are not progress go to `echo`."""
+    gpus = torch.cuda.device_count()
+    if gpus and processes > gpus:
+        raise ValueError(f"bert.processes is {processes} but this node has {gpus} GPU(s), and "
+                         f"each process needs its own: set bert.processes (and "
+                         f"k8s.steps.bert_model.gpus) to at most {gpus}")
     with tempfile.TemporaryDirectory(prefix="bert-ddp-") as tmp:
         folder = Path(tmp)
         (folder / "splits").mkdir()

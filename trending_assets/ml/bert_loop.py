@@ -10,8 +10,9 @@ Data parallel: `batch_size` is the optimizer-step batch over all processes. Each
 takes every world_size-th row of a step batch and splits it into `grad_accum_steps`
 micro-batches; the loss is a sum scaled by the step's global row count, so the all-reduced
 gradient equals the single-process one whatever the number of processes (up to
-floating-point summation order, and dropout masks, which each process draws itself).
-Only rank 0 evaluates, logs and writes checkpoints.
+floating-point summation order, and dropout masks, which each process draws from its own
+seed, `seed + rank`). One process per GPU. Only rank 0 evaluates, logs and writes
+checkpoints.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -60,6 +61,7 @@ class LoopSettings:
     checkpoint_every_steps: int = 0
     log_every_steps: int = 20
     max_steps: int = 0  # stop after this many optimizer steps; 0 = all epochs
+    precision: str = "auto"  # see `autocast`
 
 
 @dataclass(frozen=True)
@@ -85,10 +87,17 @@ def start_workers() -> Workers:
         return Workers(0, 1, default_device())
     device = default_device()
     if device.type == "cuda":
-        device = torch.device("cuda", dist.get_node_local_rank())
+        local_rank, gpus = dist.get_node_local_rank(), torch.cuda.device_count()
+        if local_rank >= gpus:  # NCCL cannot share one GPU between two ranks
+            raise RuntimeError(f"worker {local_rank} has no GPU of its own: this node has "
+                               f"{gpus}; start at most {gpus} processes per node")
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":  # device_id binds NCCL to this GPU now, not at first use
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
     return Workers(dist.get_rank(), dist.get_world_size(), device)
 
 
@@ -97,9 +106,22 @@ def stop_workers() -> None:
         dist.destroy_process_group()
 
 
-def autocast(device: torch.device) -> torch.autocast:
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=device.type == "cuda")
+PRECISIONS = ("auto", "fp32")
+
+
+def mixed_precision(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype: "auto" is bf16 on CUDA and none (fp32) on CPU, where bf16 is
+    slower and changes results; "fp32" is none everywhere (to rule bf16 out when chasing a
+    numerical problem)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    return torch.bfloat16 if device.type == "cuda" and precision == "auto" else None
+
+
+def autocast(device: torch.device, precision: str = "auto") -> torch.autocast:
+    dtype = mixed_precision(device, precision)
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16,
+                          enabled=dtype is not None)
 
 
 def build_optimizer(model: torch.nn.Module, settings: LoopSettings) -> torch.optim.AdamW:
@@ -176,11 +198,12 @@ def _broadcast(value: Any, workers: Workers) -> Any:
     return box[0]
 
 
-def _gpu_utilization(device: torch.device) -> float | None:
-    try:  # needs the NVML bindings, which not every image ships
-        return float(torch.cuda.utilization(device))
-    except Exception:
-        return None
+def _sample_utilization(device: torch.device, samples: list[float]) -> None:
+    """Append the GPU's utilisation now (percent) when it can be read."""
+    if device.type != "cuda":
+        return
+    with suppress(Exception):  # needs the NVML bindings, which not every image ships
+        samples.append(float(torch.cuda.utilization(device)))
 
 
 class _Trainer:
@@ -221,7 +244,7 @@ class _Trainer:
                 ids = torch.full((2, width), self.train.pad_id, device=self.workers.device)
                 batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
                 _one_graph_per_width(batch)
-                with autocast(self.workers.device):
+                with autocast(self.workers.device, self.settings.precision):
                     compiled(**batch).float().sum().backward()
         self.optimizer.zero_grad(set_to_none=True)
         return compiled
@@ -236,7 +259,7 @@ class _Trainer:
         target = self.targets[use].to(self.workers.device, non_blocking=True)
         context = nullcontext() if sync or self.workers.world_size == 1 else self.wrapped.no_sync()
         with context:
-            with autocast(self.workers.device):
+            with autocast(self.workers.device, self.settings.precision):
                 logits = self.forward(**inputs)
             loss_sum = torch.nn.functional.binary_cross_entropy_with_logits(
                 logits.float(), target, reduction="sum")
@@ -318,7 +341,12 @@ def fit(
     the validation metrics every epoch (rank 0 only). `on_step(step)` runs after every
     optimizer step on every process (the benchmark times with it)."""
     report = on_progress if (on_progress and workers.is_main) else (lambda _m: None)
+    if workers.device.type == "cuda":  # the peak reported is this fit's, not the process's
+        torch.cuda.reset_peak_memory_stats(workers.device)
     trainer = _Trainer(model, train, targets, settings, workers)
+    if workers.world_size > 1:
+        # DDP gave every process rank 0's weights; from here each draws its own dropout masks.
+        torch.manual_seed(settings.seed + workers.rank)
     progress, best_state, resumed_from = _Progress(), None, None
 
     stored = checkpointer.latest() if checkpointer else None
@@ -374,8 +402,7 @@ def fit(
                 seconds = max(now - window_start, 1e-9)
                 trained_rows += window_rows
                 trained_seconds += seconds
-                if workers.device.type == "cuda" and (u := _gpu_utilization(workers.device)):
-                    utilization.append(u)
+                _sample_utilization(workers.device, utilization)
                 steps_per_s = window_steps / seconds
                 report({
                     "step": progress.step, "epoch": progress.epoch + 1,
@@ -395,6 +422,7 @@ def fit(
                 save_checkpoint()
         trained_rows += window_rows
         trained_seconds += time.perf_counter() - window_start
+        _sample_utilization(workers.device, utilization)  # short epochs get a reading too
         progress.epoch_loss_sum += _all_sum(epoch_loss, workers).item()
         epoch_done = progress.next_batch >= len(plan)
         record = {"epoch": float(progress.epoch + 1),
