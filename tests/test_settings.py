@@ -79,9 +79,8 @@ def test_staging_overlay_on_base() -> None:
     assert s.storage.root == "s3://trending-now-staging/artifacts"
     assert s.storage.landing == "s3://trending-now-staging/landing"
     assert s.storage.seed_sample is False  # base value, not overridden by staging
-    assert (s.bert.epochs, s.bert.batch_size) == (3, 64)
-    # nested merge keeps the base keys the overlay did not name
-    assert s.bert.max_length == 64
+    # staging trains BERT as validated in base.yaml (batch 32, 4 epochs)
+    assert (s.bert.epochs, s.bert.batch_size, s.bert.max_length) == (4, 32, 64)
     assert s.bert.learning_rate == pytest.approx(2e-4)
     # staging keeps the base gates
     assert s.gates.xgboost.min_macro_f1 == pytest.approx(0.30)
@@ -92,7 +91,8 @@ def test_production_gates_are_stricter_than_staging() -> None:
     prod, staging = load_settings("production"), load_settings("staging")
     assert prod.executor == "k8s"
     assert prod.storage.root == "s3://trending-now-production/artifacts"
-    assert (prod.bert.epochs, prod.bert.batch_size) == (4, 64)
+    # nested merge keeps the base keys the overlay did not name
+    assert (prod.bert.epochs, prod.bert.batch_size, prod.bert.processes) == (4, 32, 2)
     assert prod.gates.xgboost.min_macro_f1 == pytest.approx(0.40)
     assert prod.gates.xgboost.min_micro_f1 == pytest.approx(0.50)
     assert prod.gates.bert.min_macro_f1 == pytest.approx(0.45)
@@ -167,6 +167,7 @@ def test_bad_value_in_base_names_file_key_and_problem(config_dir: Path) -> None:
 
 def test_overlay_value_shadows_bad_base_value(config_dir: Path) -> None:
     # staging.yaml sets bert.epochs: 3, so the broken base value never reaches validation
+    _edit_yaml(config_dir / "staging.yaml", {"bert": {"epochs": 3}})
     _edit_yaml(config_dir / "base.yaml", {"bert": {"epochs": 0}})
     assert load_settings("staging", config_dir).bert.epochs == 3
 
@@ -255,11 +256,12 @@ def test_error_in_overrides_is_attributed_to_overrides() -> None:
 
 
 def test_overrides_win_over_overlay_and_base() -> None:
-    s = load_settings("staging", overrides={"bert": {"epochs": 7}, "executor": "in_process",
-                                            "tfidf": {"min_df": 5}})
-    assert s.bert.epochs == 7          # staging.yaml says 3
-    assert s.bert.batch_size == 64     # the rest of the staging bert section survives
-    assert s.executor == "in_process"  # staging.yaml says k8s
+    s = load_settings("production", overrides={"bert": {"epochs": 7},
+                                               "executor": "in_process",
+                                               "tfidf": {"min_df": 5}})
+    assert s.bert.epochs == 7          # base.yaml says 4
+    assert s.bert.processes == 2       # the rest of the production bert section survives
+    assert s.executor == "in_process"  # production.yaml says k8s
     assert s.tfidf.min_df == 5         # base.yaml says 2
     assert s.tfidf.max_features == 50000
 
