@@ -52,7 +52,6 @@ from trending_assets.settings import GateSettings, Settings, load_taxonomy_confi
 # The split table's asset; its stored versions live under assets/<name> (the manifest
 # names that key, so a version can be retrained on exactly its rows).
 SPLITS_ASSET = "data_splits"
-MODEL_CARD_FILES = ("model_card.md", "model_card.json")
 MANIFEST_FILE = "manifest.json"
 BLESSING_FILE = "blessing.md"
 

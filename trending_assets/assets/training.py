@@ -119,7 +119,7 @@ def bert_model(
     config = settings.get()
     params = BertParams(**config.bert.model_dump(exclude={"processes"}))
     # An s3:// base model is copied once into the local cache; W&B still records the URI.
-    local = replace(params, model_path=local_model_folder(
+    fit_params = replace(params, model_path=local_model_folder(
         params.model_path, config.storage.cache, config.storage.s3_endpoint_url))
     store = artifact_store(config)
     checkpoints = ArtifactCheckpoints(store, f"checkpoints/bert/{context.run.run_id}")
@@ -137,13 +137,14 @@ def bert_model(
 
         if config.bert.processes == 1:
             training = train_bert(s.texts("train"), s.labels("train"), s.texts("val"),
-                                  s.labels("val"), s.genres, local, log_fn=log_and_report,
+                                  s.labels("val"), s.genres, fit_params,
+                                  log_fn=log_and_report,
                                   checkpoints=checkpoints, tracker_run_id=run.path)
             model = training.model
             figures.update(training.fit.summary())
         else:  # torchrun workers in a subprocess; checkpoints carried over while they train
             model, launched = train_bert_processes(
-                s, local, config.bert.processes, checkpoints, run.path, log_and_report,
+                s, fit_params, config.bert.processes, checkpoints, run.path, log_and_report,
                 context.log.debug)
             figures.update(launched)
         run.summarize({k: v for k, v in figures.items() if v is not None})
