@@ -9,6 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from dagster import AssetsDefinition, asset
+
+from trending_assets.ml.dataset import TitleSplits, assign_splits, build_training_table
+from trending_assets.ml.taxonomy import Taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
 NETFLIX = REPO / "trending_assets" / "data" / "netflix_titles_genres.csv.gz"
@@ -38,6 +42,24 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def title_splits(titles: pd.DataFrame, val_fraction: float, test_fraction: float,
+                 salt: str) -> TitleSplits:
+    """Real titles mapped through the repository's taxonomy and split by id hash."""
+    taxonomy = Taxonomy.from_config(yaml.safe_load((REPO / "configs/genres.yaml").read_text()))
+    table, genres, _ = build_training_table([titles], taxonomy)
+    return TitleSplits(assign_splits(table, val_fraction, test_fraction, salt), genres)
+
+
+def splits_asset(splits: TitleSplits) -> AssetsDefinition:
+    """A `data_splits` asset returning `splits`: trains a model asset without the ingestion
+    part of the graph."""
+    @asset(name="data_splits")
+    def fixed_splits() -> TitleSplits:
+        return splits
+
+    return fixed_splits
 
 
 def write_test_configs(folder: Path, root: Path, tiny_bert_dir: Path,

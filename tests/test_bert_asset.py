@@ -9,17 +9,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
-import yaml
-from dagster import DagsterEventType, asset, instance_for_test, materialize, mem_io_manager
+from dagster import DagsterEventType, instance_for_test, materialize, mem_io_manager
 
 from resources.tracking import WandbTracker
-from tests.conftest import write_test_configs
+from tests.conftest import splits_asset, title_splits, write_test_configs
 from trending_assets.assets.training import bert_model
-from trending_assets.ml.dataset import TitleSplits, assign_splits, build_training_table
-from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.settings import SettingsResource, load_settings
 
-REPO = Path(__file__).resolve().parents[1]
 PREEMPT_AT_STEP = 20
 
 
@@ -51,17 +47,10 @@ def test_retry_resumes_from_the_run_checkpoint(tmp_path: Path, tiny_bert_dir: Pa
         "bert": {"epochs": 1, "batch_size": 8, "checkpoint_every_steps": 6,
                  "log_every_steps": 10}})
     settings = load_settings("local", config_dir)
-    taxonomy = Taxonomy.from_config(yaml.safe_load((REPO / "configs/genres.yaml").read_text()))
-    table, genres, _ = build_training_table([netflix.sample(600, random_state=2)], taxonomy)
-    splits = TitleSplits(assign_splits(table, 0.1, 0.1, "asset-test"), genres)
-
-    @asset(name="data_splits")
-    def fixed_splits() -> TitleSplits:
-        return splits
-
+    splits = title_splits(netflix.sample(600, random_state=2), 0.1, 0.1, "asset-test")
     with instance_for_test() as instance:
         result = materialize(
-            [fixed_splits, bert_model], instance=instance, resources={
+            [splits_asset(splits), bert_model], instance=instance, resources={
                 "io_manager": mem_io_manager,
                 "settings": SettingsResource(env="local", config_dir=str(config_dir)),
                 "tracker": PreemptedOnceTracker(mode="offline", dir=str(root / "wandb"),

@@ -14,16 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
+from tests.conftest import title_splits
 from trending_assets.ml.bert import BertParams, bundled_model_path, train_bert
 from trending_assets.ml.bert_checkpoint import Checkpointer, DirectoryCheckpointStorage
 from trending_assets.ml.bert_launch import train_bert_processes
-from trending_assets.ml.dataset import TitleSplits, assign_splits, build_training_table
-from trending_assets.ml.taxonomy import Taxonomy
+from trending_assets.ml.dataset import TitleSplits
 
-REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4
 
 
@@ -41,9 +39,7 @@ def no_dropout_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def small_splits(netflix: pd.DataFrame) -> TitleSplits:
-    taxonomy = Taxonomy.from_config(yaml.safe_load((REPO / "configs" / "genres.yaml").read_text()))
-    table, genres, _ = build_training_table([netflix.sample(160, random_state=5)], taxonomy)
-    return TitleSplits(assign_splits(table, 0.2, 0.1, "ddp-test"), genres)
+    return title_splits(netflix.sample(160, random_state=5), 0.2, 0.1, "ddp-test")
 
 
 def test_two_process_gloo_matches_one_process(

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from dagster import asset, instance_for_test, materialize, mem_io_manager
+from dagster import instance_for_test, materialize, mem_io_manager
 
 from resources.model_files import (
     ModelFolderError,
@@ -20,17 +19,13 @@ from resources.model_files import (
 )
 from resources.storage import S3ArtifactStore
 from resources.tracking import WandbTracker
-from tests.conftest import write_test_configs
+from tests.conftest import splits_asset, title_splits, write_test_configs
 from trending_assets.assets.training import bert_model
-from trending_assets.ml.dataset import TitleSplits, assign_splits, build_training_table
 from trending_assets.ml.manifest import folder_digest
 from trending_assets.ml.reproduce import base_model_record
-from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.settings import ConfigError, SettingsResource, load_settings
 
 from .test_storage_registry import s3_client  # noqa: F401  (the moto server fixture)
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def upload_folder(client, folder: Path, bucket: str, prefix: str) -> list[str]:
@@ -141,16 +136,9 @@ def test_bert_model_trains_from_an_s3_model_path(
         "storage": {"cache": str(tmp_path / "cache"),
                     "s3_endpoint_url": s3_client.meta.endpoint_url},
         "bert": {"model_path": uri, "epochs": 1, "batch_size": 16}})
-    taxonomy = Taxonomy.from_config(yaml.safe_load((REPO / "configs/genres.yaml").read_text()))
-    table, genres, _ = build_training_table([netflix.sample(300, random_state=5)], taxonomy)
-    splits = TitleSplits(assign_splits(table, 0.1, 0.1, "s3-model-test"), genres)
-
-    @asset(name="data_splits")
-    def fixed_splits() -> TitleSplits:
-        return splits
-
+    splits = title_splits(netflix.sample(300, random_state=5), 0.1, 0.1, "s3-model-test")
     with instance_for_test() as instance:
-        result = materialize([fixed_splits, bert_model], instance=instance, resources={
+        result = materialize([splits_asset(splits), bert_model], instance=instance, resources={
             "io_manager": mem_io_manager,
             "settings": SettingsResource(env="local", config_dir=str(config_dir)),
             "tracker": WandbTracker(mode="offline", dir=str(root / "wandb")),

@@ -23,11 +23,11 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 from trending_assets.ml.bert_checkpoint import Checkpointer, CheckpointStorage
 from trending_assets.ml.bert_data import TokenTable, collate
 from trending_assets.ml.bert_loop import (
-    PRECISIONS,
     FitResult,
     LoopSettings,
     Workers,
     autocast,
+    check_precision,
     default_device,
     fit,
     start_workers,
@@ -218,8 +218,7 @@ def _check_inputs(
     genres: Sequence[str],
     params: BertParams,
 ) -> None:
-    if params.precision not in PRECISIONS:
-        raise ValueError(f"precision {params.precision!r}: use one of {', '.join(PRECISIONS)}")
+    check_precision(params.precision)  # before the model loads, not at the first step
     if len(genres) == 0:
         raise ValueError("genres is empty; need at least one genre to classify")
     if len(set(genres)) != len(genres):

@@ -109,12 +109,16 @@ def stop_workers() -> None:
 PRECISIONS = ("auto", "fp32")
 
 
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+
+
 def mixed_precision(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype: "auto" is bf16 on CUDA and none (fp32) on CPU, where bf16 is
     slower and changes results; "fp32" is none everywhere (to rule bf16 out when chasing a
     numerical problem)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     return torch.bfloat16 if device.type == "cuda" and precision == "auto" else None
 
 
