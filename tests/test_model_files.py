@@ -1,15 +1,17 @@
 """bert.model_path on S3 (a real moto server on loopback): copied once into the cache by
-content, checked before training, and trained from by the bert_model asset."""
+content, checked before training, trained from by the bert_model asset, recorded by
+registration and fetched again to reproduce a version."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import instance_for_test, materialize, mem_io_manager
+from dagster import AssetKey, instance_for_test, materialize, mem_io_manager
 
 from resources.model_files import (
     ModelFolderError,
@@ -17,15 +19,21 @@ from resources.model_files import (
     local_model_folder,
     missing_model_files,
 )
-from resources.storage import S3ArtifactStore
+from resources.registry import ModelRegistry
+from resources.storage import LocalArtifactStore, S3ArtifactStore
 from resources.tracking import WandbTracker
 from tests.conftest import splits_asset, title_splits, write_test_configs
 from trending_assets.assets.training import bert_model
+from trending_assets.definitions import build_definitions
+from trending_assets.governance import reproduce_version
+from trending_assets.ml.bert import BertGenreModel
 from trending_assets.ml.manifest import folder_digest
-from trending_assets.ml.reproduce import base_model_record
+from trending_assets.ml.reproduce import ReproductionError
 from trending_assets.settings import ConfigError, SettingsResource, load_settings
 
 from .test_storage_registry import s3_client  # noqa: F401  (the moto server fixture)
+
+BERT = "trending-now-bert"
 
 
 def upload_folder(client, folder: Path, bucket: str, prefix: str) -> list[str]:
@@ -150,6 +158,62 @@ def test_bert_model_trains_from_an_s3_model_path(
     assert metadata["params"].value["model_path"] == uri  # lineage names the S3 source
     copies = list((tmp_path / "cache" / "base-models").iterdir())
     assert len(copies) == 1
-    # What registration records: the S3 path and the hash of the files trained from.
-    assert base_model_record({"model_path": uri}, copies[0]) == {
-        "path": uri, "sha256": folder_digest(tiny_bert_dir)}
+    # What registration records: the S3 path and the hash of the files trained from, kept
+    # with the model and shown on the materialization.
+    trained_from = {"path": uri, "sha256": folder_digest(tiny_bert_dir)}
+    assert model.base_model == trained_from
+    assert metadata["base_model"].value == trained_from
+    saved = tmp_path / "saved"
+    model.save(saved)
+    assert BertGenreModel.load(saved).base_model == trained_from
+
+
+def test_registered_version_records_the_base_model_it_trained_from_and_reproduces(
+        s3_client, uploaded_model, tiny_bert_dir: Path, tmp_path: Path,  # noqa: F811
+        netflix: pd.DataFrame) -> None:
+    """Trained from an S3 upload that is replaced before the version is registered: the
+    manifest names the files training read; reproducing refuses the replaced upload and
+    reproduces once the recorded files are back."""
+    bucket, prefix = uploaded_model
+    uri = f"s3://{bucket}/{prefix}"
+    root = tmp_path / "root"
+    (root / "landing").mkdir(parents=True)
+    netflix.sample(400, random_state=1).to_csv(root / "landing" / "batch-001.csv", index=False)
+    config_dir = write_test_configs(tmp_path / "configs", root, tiny_bert_dir, extra={
+        "storage": {"cache": str(tmp_path / "cache"),
+                    "s3_endpoint_url": s3_client.meta.endpoint_url},
+        "bert": {"model_path": uri},
+        # 400 random titles: more without a canonical genre than the data gate allows.
+        "data": {"max_no_genre_share": 0.5}})
+    settings = load_settings("local", config_dir)
+    defs = build_definitions(settings)
+    train = defs.resolve_job_def("train_models")
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("landing_files", ["batch-001.csv"])
+        assert defs.resolve_job_def("ingest_landing_file").execute_in_process(
+            instance=instance, partition_key="batch-001.csv").success
+        assert train.execute_in_process(instance=instance, asset_selection=[AssetKey(a) for a in (
+            "training_data", "data_splits", "tfidf_features", "reference_model",
+            "reference_evaluation", "bert_model", "bert_evaluation")]).success
+        # A new upload under the same prefix before the version is registered.
+        config_key = f"{prefix}/config.json"
+        original_config = (tiny_bert_dir / "config.json").read_bytes()
+        changed_config = json.dumps({**json.loads(original_config), "note": "v2"}).encode()
+        s3_client.put_object(Bucket=bucket, Key=config_key, Body=changed_config)
+        assert train.execute_in_process(
+            instance=instance, asset_selection=[AssetKey("registered_bert_model")]).success
+
+    registry = ModelRegistry(LocalArtifactStore(settings.storage.root))
+    manifest = json.loads(registry.document(BERT, 1, "manifest.json"))
+    assert manifest["base_model"] == {"path": uri, "sha256": folder_digest(tiny_bert_dir)}
+
+    with pytest.raises(ReproductionError) as info:
+        reproduce_version(settings, BERT, 1)
+    assert f"the manifest recorded {folder_digest(tiny_bert_dir)[:16]} ({uri})" in str(
+        info.value)
+
+    s3_client.put_object(Bucket=bucket, Key=config_key, Body=original_config)
+    outcome = reproduce_version(settings, BERT, 1)
+    assert outcome.reproduced, outcome.table()
+    # The copy made for training is reused (same listing), the replaced upload has its own.
+    assert len(list((tmp_path / "cache" / "base-models").iterdir())) == 2

@@ -174,9 +174,8 @@ def _documents(candidate: Candidate, blessing: Blessing, gate: GateSettings,
                        **({"tfidf": config_dump["tfidf"]} if family != "bert" else {}),
                        "split": config_dump["data"]["split"]}
     base_model = None
-    if family == "bert":  # hashed from the local copy when the weights live on S3
-        base_model = base_model_record(config_dump["bert"], local_model_folder(
-            settings.bert.model_path, settings.storage.cache, settings.storage.s3_endpoint_url))
+    if family == "bert":  # recorded when training started (see BertGenreModel.base_model)
+        base_model = candidate.model.base_model or _base_model_now(settings)
 
     def documents(version: int) -> dict[str, bytes]:
         card = build_model_card(
@@ -201,6 +200,13 @@ def _documents(candidate: Candidate, blessing: Blessing, gate: GateSettings,
         }
 
     return documents
+
+
+def _base_model_now(settings: Settings) -> dict[str, str]:
+    """The configured base model as it is now: only for a model saved before models kept
+    the record of what they were trained from."""
+    return base_model_record(settings.bert.model_dump(), local_model_folder(
+        settings.bert.model_path, settings.storage.cache, settings.storage.s3_endpoint_url))
 
 
 def _record(candidate: Candidate, metrics: dict[str, Any], rows: str, blessing: Blessing,

@@ -19,6 +19,7 @@ from trending_assets.ml.bert_checkpoint import discard_checkpoints
 from trending_assets.ml.bert_launch import train_bert_processes
 from trending_assets.ml.dataset import TitleSplits
 from trending_assets.ml.linear import LinearGenreModel, LinearParams
+from trending_assets.ml.reproduce import base_model_record
 from trending_assets.ml.tfidf import TfidfFeatures
 from trending_assets.ml.xgboost_model import XGBoostGenreModel, XGBoostParams
 from trending_assets.settings import SettingsResource
@@ -26,7 +27,7 @@ from trending_assets.settings import SettingsResource
 # Bump when what the asset computes changes (see trending_assets/assets/__init__.py).
 REFERENCE_MODEL_CODE_VERSION = "1"
 XGBOOST_MODEL_CODE_VERSION = "1"
-BERT_MODEL_CODE_VERSION = "1"
+BERT_MODEL_CODE_VERSION = "2"
 
 
 def train_tracked(
@@ -121,6 +122,9 @@ def bert_model(
     # An s3:// base model is copied once into the local cache; W&B still records the URI.
     fit_params = replace(params, model_path=local_model_folder(
         params.model_path, config.storage.cache, config.storage.s3_endpoint_url))
+    # What training starts from, hashed now: registration records this, not the base folder
+    # as it is by then.
+    base_model = base_model_record(config.bert.model_dump(), fit_params.model_path)
     store = artifact_store(config)
     checkpoints = ArtifactCheckpoints(store, f"checkpoints/bert/{context.run.run_id}")
     s = data_splits
@@ -147,7 +151,9 @@ def bert_model(
                 s, fit_params, config.bert.processes, checkpoints, run.path, log_and_report,
                 context.log.debug)
             figures.update(launched)
-        run.summarize({k: v for k, v in figures.items() if v is not None})
+        run.summarize({"base_model": base_model,
+                       **{k: v for k, v in figures.items() if v is not None}})
+        model.base_model = base_model
         return model
 
     output = train_tracked(context, settings, tracker, "bert", params,
@@ -155,4 +161,5 @@ def bert_model(
     discard_checkpoints(checkpoints)  # the model is stored: nothing is left to resume
     return Output(output.value, metadata={
         **output.metadata, "checkpoints": MetadataValue.path(store.uri_of(checkpoints.prefix)),
+        "base_model": MetadataValue.json(base_model),
         **{k: v for k, v in figures.items() if v is not None}})

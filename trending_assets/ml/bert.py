@@ -154,7 +154,11 @@ def predict_logits(model: torch.nn.Module, table: TokenTable, batch_size: int) -
 
 
 class BertGenreModel:
-    """A fine-tuned sequence classifier with its tokenizer; columns follow `genres`."""
+    """A fine-tuned sequence classifier with its tokenizer; columns follow `genres`.
+
+    `base_model` names the weights it was fine-tuned from (path and sha256 of their files),
+    taken when training started: the record travels with the model, so registering it later
+    never hashes a base folder that has changed since."""
 
     def __init__(
         self,
@@ -162,6 +166,7 @@ class BertGenreModel:
         tokenizer: PreTrainedTokenizerBase,
         genres: Sequence[str],
         max_length: int,
+        base_model: dict[str, str] | None = None,
     ) -> None:
         if model.num_labels != len(genres):
             raise ValueError(
@@ -171,6 +176,7 @@ class BertGenreModel:
         self.tokenizer = tokenizer
         self.genres = list(genres)
         self.max_length = max_length
+        self.base_model = base_model
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """(n, k) float32 sigmoid probabilities, rows in input order."""
@@ -185,7 +191,8 @@ class BertGenreModel:
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save(directory)
         self.tokenizer.save_pretrained(directory)
-        meta = {"genres": self.genres, "max_length": self.max_length}
+        meta = {"genres": self.genres, "max_length": self.max_length,
+                "base_model": self.base_model}
         (directory / META_FILE).write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -199,7 +206,8 @@ class BertGenreModel:
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         model = MeanPoolClassifier.load(directory, len(meta["genres"]))
         model.to(default_device()).eval()
-        return cls(model, tokenizer, meta["genres"], int(meta["max_length"]))
+        return cls(model, tokenizer, meta["genres"], int(meta["max_length"]),
+                   meta.get("base_model"))  # absent in folders saved before it was kept
 
 
 def seed_everything(seed: int) -> None:
