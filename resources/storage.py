@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 from dagster import ConfigurableResource
 from dagster_aws.s3 import S3Resource
 
 from trending_assets.ml.artifact import write_temp_beside
+
+if TYPE_CHECKING:
+    from trending_assets.settings import StorageSettings
 
 
 class ArtifactNotFoundError(FileNotFoundError):
@@ -181,3 +184,9 @@ class ArtifactStoreResource(ConfigurableResource):
             client = S3Resource(endpoint_url=self.s3_endpoint_url).get_client()
             return S3ArtifactStore(client, bucket, prefix)
         return LocalArtifactStore(self.uri)
+
+
+def artifact_root(storage: StorageSettings) -> ArtifactStore:
+    """The artifact root of the `storage:` settings: where the IO manager, the registry,
+    quarantine records and training checkpoints live."""
+    return ArtifactStoreResource(uri=storage.root, s3_endpoint_url=storage.s3_endpoint_url).open()

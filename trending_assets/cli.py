@@ -27,8 +27,9 @@ from dagster._core.storage.asset_check_execution_record import (
 
 from resources.quarantine import QuarantineStore
 from resources.registry import ModelRegistry
+from resources.storage import artifact_root
 from trending_assets import definitions
-from trending_assets.assets.ingestion import artifact_store, landing_files
+from trending_assets.assets.ingestion import landing_files
 from trending_assets.automation.landing import (
     landing_changes,
     landing_keys,
@@ -63,7 +64,7 @@ class IngestOutcome:
 def ingest_new_files(settings: Settings, instance: DagsterInstance) -> IngestOutcome:
     """Materialize raw_titles for every new or re-uploaded (changed) landing file."""
     store = definitions.build_resources(settings)["landing"].open()
-    quarantine = QuarantineStore(artifact_store(settings))
+    quarantine = QuarantineStore(artifact_root(settings.storage))
     outcome = IngestOutcome([], {}, [])
     for change in landing_changes(store, instance):
         key = change.key
@@ -158,7 +159,7 @@ def run(force: bool) -> int:
     outcome = ingest_new_files(settings, instance)
     print(f"landing files ingested: {outcome.ingested or 'none new'}")
     if outcome.quarantined:
-        where = QuarantineStore(artifact_store(settings)).uri("<file>")
+        where = QuarantineStore(artifact_root(settings.storage)).uri("<file>")
         print(f"landing files quarantined, not trained on (records: {where}):")
         for key, reasons in outcome.quarantined.items():
             first = reasons[0].removeprefix(f"{key}: ") if reasons else "see its record"
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         import wandb
 
         settings = load_settings()
-        registry = ModelRegistry(artifact_store(settings))
+        registry = ModelRegistry(artifact_root(settings.storage))
         linked = complete_wandb_links(registry, wandb.Api(),
                                       args.entity or settings.tracking.entity)
         print(f"{len(linked)} pending link(s) completed")

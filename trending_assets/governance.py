@@ -22,9 +22,8 @@ from resources.io_manager import read_version_at
 from resources.model_files import local_model_folder
 from resources.notify import Alert
 from resources.registry import CHAMPION_ALIAS, ModelRegistry
+from resources.storage import artifact_root
 from resources.tracking import complete_link, registry_target
-from trending_assets.assets.evaluation import score
-from trending_assets.assets.ingestion import artifact_store
 from trending_assets.lineage import table_version
 from trending_assets.ml.dataset import TitleSplits
 from trending_assets.ml.gate import (
@@ -38,7 +37,7 @@ from trending_assets.ml.gate import (
 )
 from trending_assets.ml.manifest import build_manifest, environment_differences
 from trending_assets.ml.model_card import build_model_card, model_card_markdown
-from trending_assets.ml.report import EvaluationResult
+from trending_assets.ml.report import EvaluationResult, evaluate_on_splits
 from trending_assets.ml.reproduce import (
     MetricComparison,
     ReproductionError,
@@ -128,7 +127,7 @@ def champion_evidence(registry: ModelRegistry, model_name: str, family: str, mod
     if record.get("evaluation_rows") == rows and "gate_metrics" in record:
         return ChampionEvidence(version, record["gate_metrics"], "recorded")
     loaded = registry.load(model_name, version, model_type)
-    result = score(aligned_to(loaded, splits.genres), family, splits, None)
+    result = evaluate_on_splits(aligned_to(loaded, splits.genres), family, splits)
     return ChampionEvidence(version, gate_metrics(result.overall, result.slices), "re-scored",
                             tuple(g for g in splits.genres if g not in loaded.genres))
 
@@ -275,7 +274,7 @@ class Reproduction:
 def reproduce_version(settings: Settings, model: str, version: int) -> Reproduction:
     """Retrain a registered version from its manifest (same split table, configuration and
     seeds) and compare the new test metrics with the recorded ones."""
-    registry = ModelRegistry(artifact_store(settings))
+    registry = ModelRegistry(artifact_root(settings.storage))
     record = registry.get(model, version)
     manifest = json.loads(registry.document(model, version, MANIFEST_FILE))
     data = manifest["data"]
@@ -295,7 +294,7 @@ def reproduce_version(settings: Settings, model: str, version: int) -> Reproduct
             config["bert"]["model_path"], settings.storage.cache,
             settings.storage.s3_endpoint_url)}}
     model_object = retrain(family, splits, config, manifest.get("base_model"))
-    result = score(model_object, family, splits, None)
+    result = evaluate_on_splits(model_object, family, splits)
     rows = compare_metrics(record["gate_metrics"], gate_metrics(result.overall, result.slices))
     return Reproduction(model, version, family, settings.registry.reproduce_tolerance[family],
                         rows, environment_differences(manifest))

@@ -26,47 +26,15 @@ from resources.tracking import WandbTracker
 from trending_assets.assets import ML_OWNERS
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
 from trending_assets.ml.bert import BertGenreModel
-from trending_assets.ml.dataset import OOD_SPLIT, TitleSplits
+from trending_assets.ml.dataset import TitleSplits
 from trending_assets.ml.gate import criteria_markdown, gate_metrics, value_criteria
 from trending_assets.ml.linear import LinearGenreModel
-from trending_assets.ml.report import EvaluationResult, evaluate
+from trending_assets.ml.report import EvaluationResult, evaluate_on_splits
 from trending_assets.ml.xgboost_model import XGBoostGenreModel
 from trending_assets.settings import GateSettings, SettingsResource
 
-SLICE_COLUMN = "kind"
-SOURCE_COLUMN = "source"
 # Bump when what the assets compute changes (see trending_assets/assets/__init__.py).
 EVALUATION_CODE_VERSION = "2"
-
-
-def score(model: Any, family: str, splits: TitleSplits,
-          baseline: EvaluationResult | None) -> EvaluationResult:
-    """Evaluate a model on the splits: thresholds on validation, metrics on test (overall
-    and per kind), and on the other platforms' titles (`ood`, and per source) when present."""
-    test = splits.part("test")
-    ood = splits.part(OOD_SPLIT)
-    held_out: dict[str, tuple[Any, Any]] = {}
-    if len(ood):
-        labels = splits.labels(OOD_SPLIT)
-        probabilities = model.predict_proba(splits.texts(OOD_SPLIT))
-        held_out[OOD_SPLIT] = (labels, probabilities)
-        for source in sorted(ood[SOURCE_COLUMN].unique()):
-            rows = (ood[SOURCE_COLUMN] == source).to_numpy()
-            held_out[f"{OOD_SPLIT}:{SOURCE_COLUMN}={source}"] = (labels[rows], probabilities[rows])
-    return evaluate(
-        family, splits.genres,
-        splits.labels("val"), model.predict_proba(splits.texts("val")),
-        splits.labels("test"), model.predict_proba(splits.texts("test")),
-        {f"{SLICE_COLUMN}={v}": (test[SLICE_COLUMN] == v).to_numpy()
-         for v in sorted(test[SLICE_COLUMN].unique())},
-        held_out=held_out,
-        baseline=None if baseline is None else {
-            "model_name": baseline.model_name, "macro_f1": baseline.macro_f1,
-            "micro_f1": baseline.micro_f1,
-            # Drawn beside the candidate's bars in the per-genre plot and table.
-            "per_genre_f1": {g: m["f1"] for g, m in baseline.overall["per_genre"].items()},
-        },
-    )
 
 
 def gate_result(family: str, result: EvaluationResult, gate: GateSettings) -> AssetCheckResult:
@@ -121,7 +89,7 @@ def _evaluate_and_gate(
     config = settings.get()
     fields = lineage(context, config, table_version(data_splits.table))
     with measured() as figures:
-        result = score(model, family, data_splits, baseline)
+        result = evaluate_on_splits(model, family, data_splits, baseline)
     with (
         tracker.start_run(name=f"{family}-eval-{context.run.run_id[:8]}", job_type="evaluate",
                           group=context.run.run_id, config={"family": family, "lineage": fields}

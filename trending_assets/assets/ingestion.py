@@ -26,7 +26,12 @@ from dagster import (
 
 from resources.io_manager import read_current_manifest, read_version_at, stored_base
 from resources.quarantine import QuarantineStore, TrainingDataBaseline
-from resources.storage import ArtifactNotFoundError, ArtifactStore, ArtifactStoreResource
+from resources.storage import (
+    ArtifactNotFoundError,
+    ArtifactStore,
+    ArtifactStoreResource,
+    artifact_root,
+)
 from trending_assets.assets import DATA_OWNERS
 from trending_assets.checks.batch_quality import assess_batch
 from trending_assets.checks.data_quality import (
@@ -64,12 +69,6 @@ LABELS_COLUMN = TableColumn(
     "labels", "string", description="canonical genres (configs/genres.yaml), separated by '|'")
 
 
-def artifact_store(settings: Settings) -> ArtifactStore:
-    """The artifact root (where the IO manager, registry and quarantine records live)."""
-    return ArtifactStoreResource(uri=settings.storage.root,
-                                 s3_endpoint_url=settings.storage.s3_endpoint_url).open()
-
-
 def _bullets(items: list[str]) -> MetadataValue:
     return MetadataValue.md("\n".join(f"- {i}" for i in items) if items else "none")
 
@@ -100,7 +99,7 @@ def raw_titles(
                       "after its partition was added; nothing to ingest") from exc
     with measured() as figures:
         assessment = assess_batch(data, name, taxonomy, batch_limits(config))
-    quarantine = QuarantineStore(artifact_store(config))
+    quarantine = QuarantineStore(artifact_root(config.storage))
     load = assessment.load
     common: dict[str, Any] = {
         "landing_file": landing_store.uri_of(name),
@@ -211,7 +210,7 @@ def training_data(
 ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
     config = settings.get()
     taxonomy = Taxonomy.from_config(settings.taxonomy())
-    store = artifact_store(config)
+    store = artifact_root(config.storage)
     quarantined = QuarantineStore(store).active()
     order, versions = _ingest_order(context, store, list(raw_titles))
     with measured() as figures:

@@ -9,10 +9,9 @@ from typing import Any
 from dagster import AssetExecutionContext, MetadataValue, Output, RetryPolicy, asset
 
 from resources.model_files import local_model_folder
-from resources.storage import ArtifactStore
+from resources.storage import ArtifactStore, artifact_root
 from resources.tracking import TrackedRun, WandbTracker
 from trending_assets.assets import ML_OWNERS
-from trending_assets.assets.ingestion import artifact_store
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
 from trending_assets.ml.bert import BertGenreModel, BertParams, train_bert
 from trending_assets.ml.bert_checkpoint import discard_checkpoints
@@ -125,7 +124,7 @@ def bert_model(
     # What training starts from, hashed now: registration records this, not the base folder
     # as it is by then.
     base_model = base_model_record(config.bert.model_dump(), fit_params.model_path)
-    store = artifact_store(config)
+    store = artifact_root(config.storage)
     checkpoints = ArtifactCheckpoints(store, f"checkpoints/bert/{context.run.run_id}")
     s = data_splits
     figures: dict[str, Any] = {}

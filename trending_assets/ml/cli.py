@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from trending_assets.ml.dataset import TitleSplits, assign_splits, build_training_table, read_titles
-from trending_assets.ml.report import EvaluationResult, evaluate
+from trending_assets.ml.report import EvaluationResult, evaluate_on_splits
 from trending_assets.ml.taxonomy import Taxonomy
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -85,12 +85,7 @@ def tracked(args: argparse.Namespace, family: str, params: Any) -> Iterator[Call
 def evaluate_and_save(model: Any, family: str, splits: TitleSplits, output_dir: Path
                       ) -> EvaluationResult:
     """Thresholds on validation, metrics on test; model and report written to output_dir."""
-    test = splits.part("test")
-    result = evaluate(
-        family, splits.genres, splits.labels("val"), model.predict_proba(splits.texts("val")),
-        splits.labels("test"), model.predict_proba(splits.texts("test")),
-        {f"kind={k}": (test["kind"] == k).to_numpy() for k in sorted(test["kind"].unique())},
-    )
+    result = evaluate_on_splits(model, family, splits)
     (output_dir / "model").mkdir(parents=True, exist_ok=True)
     model.save(output_dir / "model")
     result.save(output_dir / "evaluation")

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
+from trending_assets.ml.dataset import OOD_SPLIT, TitleSplits
 from trending_assets.ml.metrics import apply_thresholds, choose_thresholds, multilabel_metrics
 
 METRICS_FILE = "metrics.json"
@@ -20,6 +21,8 @@ REPORT_FILE = "report.md"
 PR_CURVE_MAX_POINTS = 101
 TOP_CONFUSIONS = 10  # rows of the "most confused" table in the report
 ANNOTATE_HEATMAP_UP_TO = 24  # genres; beyond this the cell numbers would not be legible
+SLICE_COLUMN = "kind"  # test slices: movie, tv
+SOURCE_COLUMN = "source"  # out-of-distribution slices: one per platform
 
 
 @dataclass
@@ -212,6 +215,37 @@ def evaluate(
         baseline=_plain_baseline(baseline),
         pr_curves={g: _pr_curve(y_test[:, j], p_test[:, j]) for j, g in enumerate(genres)},
         genre_confusion=genre_confusion(y_test, test_pred),
+    )
+
+
+def evaluate_on_splits(model: Any, model_name: str, splits: TitleSplits,
+                       baseline: EvaluationResult | None = None) -> EvaluationResult:
+    """`evaluate` a model (anything with `predict_proba(texts)`) on a split table: thresholds
+    on validation, metrics on test (overall and per kind), and on the other platforms'
+    titles (`ood`, and per source) when the table holds any."""
+    test = splits.part("test")
+    ood = splits.part(OOD_SPLIT)
+    held_out: dict[str, tuple[Any, Any]] = {}
+    if len(ood):
+        labels = splits.labels(OOD_SPLIT)
+        probabilities = model.predict_proba(splits.texts(OOD_SPLIT))
+        held_out[OOD_SPLIT] = (labels, probabilities)
+        for source in sorted(ood[SOURCE_COLUMN].unique()):
+            rows = (ood[SOURCE_COLUMN] == source).to_numpy()
+            held_out[f"{OOD_SPLIT}:{SOURCE_COLUMN}={source}"] = (labels[rows], probabilities[rows])
+    return evaluate(
+        model_name, splits.genres,
+        splits.labels("val"), model.predict_proba(splits.texts("val")),
+        splits.labels("test"), model.predict_proba(splits.texts("test")),
+        {f"{SLICE_COLUMN}={v}": (test[SLICE_COLUMN] == v).to_numpy()
+         for v in sorted(test[SLICE_COLUMN].unique())},
+        held_out=held_out,
+        baseline=None if baseline is None else {
+            "model_name": baseline.model_name, "macro_f1": baseline.macro_f1,
+            "micro_f1": baseline.micro_f1,
+            # Drawn beside the candidate's bars in the per-genre plot and table.
+            "per_genre_f1": {g: m["f1"] for g, m in baseline.overall["per_genre"].items()},
+        },
     )
 
 
