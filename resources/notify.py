@@ -2,12 +2,16 @@
 
 An `Alert` says what happened in the terms a person acts on: the asset, the check, the
 observed value against its threshold, the run, and a link to the page in the Dagster UI.
-Every channel gets every alert; a channel that cannot be reached raises `NotifyError`, so
-the sending sensor keeps the event and tries again on its next tick.
+Every channel gets every alert once. A channel that cannot be reached does not stop the
+others; `send` raises `NotifyError` after trying them all, so the sending sensor keeps the
+event and tries again on its next tick. With a `DeliveryLedger` the retry goes only to the
+channels that did not get the alert: a channel that is down for an hour does not flood the
+others with the same alert every tick.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import urllib.error
@@ -15,7 +19,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from dagster import Config, ConfigurableResource
+from dagster import Config, ConfigurableResource, DagsterInstance
 
 LOG = logging.getLogger("trending_assets.alerts")
 
@@ -57,6 +61,31 @@ class NotifierChannel(Config):
     kind: Literal["slack", "webhook", "log"]
     url: str | None = None
 
+    @property
+    def channel_id(self) -> str:
+        """Names the channel in the ledger; the URL (a secret for Slack) only as a hash."""
+        if self.url is None:
+            return self.kind
+        return f"{self.kind}:{hashlib.sha256(self.url.encode()).hexdigest()[:12]}"
+
+
+class DeliveryLedger:
+    """Which channels already have an alert, by the alert's `event_id`, kept in the Dagster
+    instance's key-value table (where the daemon keeps its own cursors; SQLite locally,
+    PostgreSQL in a cluster). One small row per alerted event."""
+
+    PREFIX = "trending/alert-delivered/"
+
+    def __init__(self, instance: DagsterInstance) -> None:
+        self._storage = instance.run_storage
+
+    def delivered(self, event_id: str) -> set[str]:
+        key = self.PREFIX + event_id
+        return set(json.loads(self._storage.get_cursor_values({key}).get(key, "[]")))
+
+    def record(self, event_id: str, channel_ids: set[str]) -> None:
+        self._storage.set_cursor_values({self.PREFIX + event_id: json.dumps(sorted(channel_ids))})
+
 
 def _post_json(url: str, payload: dict[str, Any], timeout: float) -> None:
     request = urllib.request.Request(
@@ -77,14 +106,34 @@ class NotifierResource(ConfigurableResource):
     channels: list[NotifierChannel]
     timeout_seconds: float = 10.0
 
-    def send(self, alert: Alert) -> None:
+    def send(self, alert: Alert, ledger: DeliveryLedger | None = None) -> None:
+        """Deliver to every channel that does not have the alert yet (per `ledger`, when
+        given and the alert has an `event_id`); raise `NotifyError` naming each channel that
+        could not be reached, after trying them all."""
+        event_id = alert.event_id if ledger is not None else None
+        done = ledger.delivered(event_id) if event_id else set()
+        failures = []
         for channel in self.channels:
-            if channel.kind == "log":
-                LOG.warning(alert.text())
-            elif not channel.url:
-                raise NotifyError(f"the {channel.kind} channel has no URL (its environment "
-                                  "variable is empty?)")
-            elif channel.kind == "slack":
-                _post_json(channel.url, {"text": alert.text()}, self.timeout_seconds)
-            else:
-                _post_json(channel.url, alert.as_json(), self.timeout_seconds)
+            if channel.channel_id in done:
+                continue
+            try:
+                self._deliver(channel, alert)
+            except NotifyError as exc:
+                failures.append(str(exc))
+                continue
+            done.add(channel.channel_id)
+            if event_id:
+                ledger.record(event_id, done)
+        if failures:
+            raise NotifyError("; ".join(failures))
+
+    def _deliver(self, channel: NotifierChannel, alert: Alert) -> None:
+        if channel.kind == "log":
+            LOG.warning(alert.text())
+        elif not channel.url:
+            raise NotifyError(f"the {channel.kind} channel has no URL (its environment "
+                              "variable is empty?)")
+        elif channel.kind == "slack":
+            _post_json(channel.url, {"text": alert.text()}, self.timeout_seconds)
+        else:
+            _post_json(channel.url, alert.as_json(), self.timeout_seconds)

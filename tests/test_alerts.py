@@ -20,7 +20,6 @@ from dagster import (
     RepositoryDefinition,
     SkipReason,
     asset,
-    build_run_status_sensor_context,
     build_sensor_context,
     instance_for_test,
     materialize,
@@ -75,6 +74,21 @@ def receiver() -> Iterator[AlertReceiver]:
     server.close()
 
 
+@pytest.fixture
+def slack_receiver() -> Iterator[AlertReceiver]:
+    """A second endpoint that can be down while the first is up."""
+    server = AlertReceiver()
+    yield server
+    server.close()
+
+
+def two_channels(webhook: AlertReceiver, slack: AlertReceiver) -> NotifierResource:
+    return NotifierResource(channels=[
+        NotifierChannel(kind="webhook", url=f"{webhook.url}/hook"),
+        NotifierChannel(kind="slack", url=f"{slack.url}/slack"),
+    ], timeout_seconds=5)
+
+
 def notifier_for(receiver: AlertReceiver) -> NotifierResource:
     return NotifierResource(channels=[
         NotifierChannel(kind="webhook", url=f"{receiver.url}/hook"),
@@ -119,7 +133,7 @@ class AlertTicker:
         self.notifier = notifier
         self.repository = repository or Definitions(assets=[gated, after_gate]
                                                     ).get_repository_def()
-        self.sensor, self.run_failure = build_alert_sensors(settings)
+        (self.sensor,) = build_alert_sensors(settings)
         self.cursor: str | None = None
 
     def tick(self):
@@ -146,7 +160,9 @@ def test_failed_check_and_freshness_alert_once_each(receiver, settings):
             previous_state=FreshnessState.FAIL, state_change_timestamp=1.0))
 
         ticker.tick()
-        check, freshness = receiver.payloads()
+        # The blocking check failed the run too: one alert each, the run's last.
+        check, freshness, run = receiver.payloads()
+        assert run["kind"] == "run_failed" and run["run_id"] == result.run_id
         assert check["kind"] == "check_failed"
         assert check["asset"] == "gated" and check["check"] == "score_floor"
         assert check["observed"] == "macro_f1=0.21" and check["threshold"] == "min_macro_f1=0.3"
@@ -164,14 +180,14 @@ def test_failed_check_and_freshness_alert_once_each(receiver, settings):
         assert freshness["url"] == f"{UI}/assets/gated"
 
         slack = receiver.payloads("/slack")
-        assert len(slack) == 2 and "score_floor" in slack[0]["text"]
+        assert len(slack) == 3 and "score_floor" in slack[0]["text"]
         assert "macro_f1=0.21" in slack[0]["text"] and check["url"] in slack[0]["text"]
 
         # a restart: a new sensor object resuming from the stored cursor sends nothing again
         restarted = AlertTicker(instance, settings, notifier_for(receiver))
         restarted.cursor = ticker.cursor
         assert isinstance(restarted.tick().skip_reason, SkipReason)
-        assert len(receiver.payloads()) == 2
+        assert len(receiver.payloads()) == 3
 
 
 def test_undelivered_alert_is_sent_on_a_later_tick(receiver, settings):
@@ -184,28 +200,83 @@ def test_undelivered_alert_is_sent_on_a_later_tick(receiver, settings):
         assert receiver.payloads() == []
         receiver.status = 200
         ticker.tick()
-        assert [p["check"] for p in receiver.payloads()] == ["score_floor"]
+        assert [p["kind"] for p in receiver.payloads()] == ["check_failed", "run_failed"]
+        assert receiver.payloads()[0]["check"] == "score_floor"
         ticker.tick()
-        assert len(receiver.payloads()) == 1
+        assert len(receiver.payloads()) == 2
 
 
-def test_failed_run_alert(receiver, settings):
+def test_a_channel_that_is_down_neither_silences_nor_floods_the_others(
+        receiver, slack_receiver, settings):
     with instance_for_test() as instance:
+        ticker = AlertTicker(instance, settings, two_channels(receiver, slack_receiver))
+        ticker.tick()
+        materialize([gated], instance=instance, raise_on_error=False)
+        receiver.status = 503  # the webhook (tried first) is down for three ticks
+        for _ in range(3):
+            ticker.tick()
+        assert receiver.payloads() == []
+        # The check's alert once, not once per tick (the run's waits behind it).
+        assert len(slack_receiver.payloads("/slack")) == 1
+        receiver.status = 200
+        ticker.tick()
+        ticker.tick()
+        assert [p["kind"] for p in receiver.payloads()] == ["check_failed", "run_failed"]
+        assert len(slack_receiver.payloads("/slack")) == 2
+
+
+def test_a_tick_lost_after_delivery_sends_nothing_twice(receiver, settings):
+    with instance_for_test() as instance:
+        ticker = AlertTicker(instance, settings, notifier_for(receiver))
+        ticker.tick()
+        materialize([gated], instance=instance, raise_on_error=False)
+        stored = ticker.cursor
+        ticker.tick()
+        assert len(receiver.payloads()) == 2 and len(receiver.payloads("/slack")) == 2
+        ticker.cursor = stored  # the daemon died after sending, before storing the tick
+        ticker.tick()
+        assert len(receiver.payloads()) == 2 and len(receiver.payloads("/slack")) == 2
+
+
+def test_failed_run_alert_reaches_a_channel_that_was_down(receiver, slack_receiver,
+                                                          settings):
+    with instance_for_test() as instance:
+        ticker = AlertTicker(instance, settings, two_channels(receiver, slack_receiver))
+        failed_before = materialize([broken], instance=instance, raise_on_error=False)
+        ticker.tick()  # starts from now: the failure before it is history
         result = materialize([broken], instance=instance, raise_on_error=False)
-        assert not result.success
-        _, run_failure = build_alert_sensors(settings)
-        context = build_run_status_sensor_context(
-            sensor_name="run_failure_alerts", dagster_event=result.get_run_failure_event(),
-            dagster_instance=instance, dagster_run=result.dagster_run,
-            resources={"notifier": notifier_for(receiver)},
-        ).for_run_failure()
-        run_failure(context)
-        (alert,) = receiver.payloads()
+        assert not result.success and not failed_before.success
+        slack_receiver.status = 503
+        ticker.tick()
+        assert slack_receiver.payloads("/slack") == []
+        slack_receiver.status = 200
+        ticker.tick()
+        ticker.tick()
+        (slack,) = slack_receiver.payloads("/slack")
+        assert result.run_id in slack["text"]
+        (alert,) = receiver.payloads()  # the webhook had it the first time: not sent again
         assert alert["kind"] == "run_failed"
         assert alert["run_id"] == result.run_id
+        assert alert["event_id"] == f"run:{result.run_id}"
         assert alert["url"] == f"{UI}/runs/{result.run_id}"
         assert alert["observed"] == "failed steps: broken"
         assert alert["asset"] == "broken"
+        assert alert["summary"].startswith("run of __ephemeral_asset_job__ failed: ")
+
+
+def test_a_cursor_written_before_run_alerts_starts_them_from_now(receiver, settings):
+    with instance_for_test() as instance:
+        ticker = AlertTicker(instance, settings, notifier_for(receiver))
+        ticker.tick()
+        materialize([broken], instance=instance, raise_on_error=False)
+        older = json.loads(ticker.cursor)
+        del older["runs_after"]  # what a deployment upgraded from the previous release has
+        ticker.cursor = json.dumps(older)
+        ticker.tick()
+        assert receiver.payloads() == []  # the failure before the upgrade is history
+        result = materialize([broken], instance=instance, raise_on_error=False)
+        ticker.tick()
+        assert [p["run_id"] for p in receiver.payloads()] == [result.run_id]
 
 
 def test_unreachable_channel_raises_naming_the_host_only():

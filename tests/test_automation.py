@@ -188,7 +188,7 @@ def test_sensors_and_schedule_run_in_staging_and_production(env, status):
     repository = build_definitions(load_settings(env)).get_repository_def()
     sensors = {s.name: s.default_status for s in repository.sensor_defs}
     assert set(sensors) == {"landing_sensor", "retrain_automation", "retrain_requests",
-                            "quality_alerts", "run_failure_alerts"}
+                            "quality_alerts"}
     assert set(sensors.values()) == {DefaultSensorStatus(status)}
     (schedule,) = repository.schedule_defs
     assert schedule.default_status == DefaultScheduleStatus(status)

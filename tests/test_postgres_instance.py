@@ -48,6 +48,7 @@ from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster._daemon.sensor import execute_sensor_iteration
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
+from resources.notify import DeliveryLedger
 from tests.ports import free_port  # absolute: Dagster also loads this file by path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,6 +232,8 @@ def test_runs_checks_and_sensor_cursors_survive_a_restart(postgres, production_i
     assert cursor is not None and int(cursor) > 0
     assert [t.status for t in ticks] == [TickStatus.SKIPPED]
     assert ticks[0].skip_reason == "1 new check results"
+    # Which alert channels already have an alert: kept in the instance's key-value table.
+    DeliveryLedger(first).record("run:abc", {"slack:0123", "log"})
     first.dispose()
 
     postgres.stop()
@@ -244,6 +247,8 @@ def test_runs_checks_and_sensor_cursors_survive_a_restart(postgres, production_i
     assert check_record.run_id == result.run_id
     assert check_record.event.dagster_event.event_specific_data.passed
     assert sensor_state(second)[0] == cursor
+    assert DeliveryLedger(second).delivered("run:abc") == {"slack:0123", "log"}
+    assert DeliveryLedger(second).delivered("run:other") == set()
 
     # The sensor resumes from its stored cursor: it sees only the new check result.
     assert materialize([numbers, numbers_are_positive], instance=second).success

@@ -1,18 +1,18 @@
 """Alerts on failed checks, stale assets, quarantined landing files and failed runs.
 
-Open-source Dagster records these events but sends nothing, so two sensors do:
+Open-source Dagster records these events but sends nothing, so the `quality_alerts` sensor
+does: one alert per failed check evaluation (blocking or not), per freshness change to WARN
+or FAIL, per quarantined landing file (a failed batch check that quarantined its file) and
+per failed run. Check evaluations are read from the instance's check execution records (the
+SQLite event log Dagster uses locally is sharded by run and cannot page
+ASSET_CHECK_EVALUATION records by storage id; Postgres could), freshness changes and run
+failures from their event records after a storage-id cursor.
 
-- `quality_alerts` sends one alert per failed check evaluation (blocking or not), per
-  freshness change to WARN or FAIL, and per quarantined landing file (a failed batch check
-  that quarantined its file). Check evaluations are read from the instance's check
-  execution records (the SQLite event log Dagster uses locally is sharded by run and
-  cannot page ASSET_CHECK_EVALUATION records by storage id; Postgres could), freshness
-  changes from FRESHNESS_STATE_CHANGE event records after a storage-id cursor. The cursor
-  advances only past alerts that were delivered, so a channel that is down gets the alert
-  on a later tick, and a restart (the cursor is stored with the sensor's ticks) never
-  sends one twice.
-- `run_failure_alerts` (a run failure sensor, whose cursor Dagster keeps) sends one alert
-  per failed run.
+The cursor advances only past alerts that every channel has, so a channel that is down
+gets the alert on a later tick; the channels that already have it are not sent it again
+(resources/notify.py:DeliveryLedger), also when a tick is lost after sending. (Dagster's
+run failure sensor moves its cursor past a run even when the alert could not be sent, so
+failed runs are read here instead.)
 """
 
 from __future__ import annotations
@@ -32,12 +32,11 @@ from dagster import (
     DefaultSensorStatus,
     EventLogRecord,
     EventRecordsFilter,
-    RunFailureSensorContext,
+    RunStatusChangeRecordsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
-    run_failure_sensor,
     sensor,
 )
 from dagster._core.storage.asset_check_execution_record import (  # no public export
@@ -45,7 +44,7 @@ from dagster._core.storage.asset_check_execution_record import (  # no public ex
     AssetCheckExecutionRecordStatus,
 )
 
-from resources.notify import Alert, NotifierResource, NotifyError
+from resources.notify import Alert, DeliveryLedger, NotifierResource, NotifyError
 from trending_assets.checks.data_quality import BATCH_CHECK
 from trending_assets.settings import Settings
 
@@ -153,24 +152,67 @@ def freshness_alert(record: EventLogRecord, instance: DagsterInstance, settings:
                  "changed_at": change.state_change_timestamp})
 
 
+def run_failure_alert(record: EventLogRecord, instance: DagsterInstance,
+                      links: UiLinks) -> Alert | None:
+    """The alert for one RUN_FAILURE event (None if its run was deleted since)."""
+    entry = record.event_log_entry
+    run = instance.get_run_by_id(entry.run_id)
+    if run is None:
+        return None
+    steps = [e.dagster_event.step_key for e in instance.all_logs(
+        run.run_id, of_type=DagsterEventType.STEP_FAILURE)
+        if e.dagster_event is not None and e.dagster_event.step_key]
+    # A job over all its assets has no asset selection; its asset steps are named after
+    # their assets, so the failed steps name the assets then.
+    assets = sorted(k.to_user_string() for k in (run.asset_selection or [])) or steps
+    message = (entry.dagster_event.message if entry.dagster_event else None) or "the run failed"
+    return Alert(
+        kind="run_failed", severity="ERROR",
+        summary=f"run of {run.job_name} failed: {message}",
+        url=links.run(run.run_id), run_id=run.run_id,
+        asset=", ".join(assets) or None,
+        observed=f"failed steps: {', '.join(steps) or 'none (failed before any step)'}",
+        threshold="a run must succeed",
+        event_id=f"run:{run.run_id}",
+        details={"job": run.job_name, "tags": dict(run.tags), "failed_steps": steps})
+
+
+def _run_failures(instance: DagsterInstance, after: int, limit: int) -> list[EventLogRecord]:
+    """RUN_FAILURE records of every run in the instance (one code location is deployed)
+    after storage id `after`, oldest first."""
+    return list(instance.fetch_run_status_changes(
+        RunStatusChangeRecordsFilter(event_type=DagsterEventType.RUN_FAILURE,
+                                     after_storage_id=after),
+        limit=limit, ascending=True).records)
+
+
 @dataclass
 class AlertCursor:
-    """Where the alert sensor stands: the last freshness event sent, and per check the
-    failed executions already sent among its latest `window` (an execution is created when
-    its run starts and fails later, so executions of one check can fail out of order)."""
+    """Where the alert sensor stands: the last freshness event and run failure sent, and per
+    check the failed executions already sent among its latest `window` (an execution is
+    created when its run starts and fails later, so executions of one check can fail out of
+    order). Run failures have their own storage ids (the run-status index of the event log)."""
 
     freshness_after: int
+    runs_after: int | None = None  # None: not yet placed (a cursor written before runs)
     checks: dict[str, list[int]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, raw: str) -> AlertCursor:
         value = json.loads(raw)
+        runs_after = value.get("runs_after")
         return cls(int(value["freshness_after"]),
+                   None if runs_after is None else int(runs_after),
                    {str(k): [int(i) for i in ids] for k, ids in value["checks"].items()})
 
     def dump(self) -> str:
-        return json.dumps({"freshness_after": self.freshness_after, "checks": self.checks},
+        return json.dumps({"freshness_after": self.freshness_after,
+                           "runs_after": self.runs_after, "checks": self.checks},
                           sort_keys=True, separators=(",", ":"))
+
+    def start_runs_from_now(self, instance: DagsterInstance) -> None:
+        newest = instance.fetch_run_status_changes(DagsterEventType.RUN_FAILURE, limit=1).records
+        self.runs_after = newest[0].storage_id if newest else 0
 
 
 def failed_executions(instance: DagsterInstance, check_keys: Iterable[AssetCheckKey],
@@ -195,9 +237,13 @@ def send_pending_alerts(instance: DagsterInstance, notifier: NotifierResource,
     failed = failed_executions(instance, check_keys, window)
     if not raw_cursor:
         cursor = AlertCursor(instance.event_log_storage.get_maximum_record_id() or 0,
-                             {k: [r.id for r in rs] for k, rs in failed.items()})
+                             checks={k: [r.id for r in rs] for k, rs in failed.items()})
+        cursor.start_runs_from_now(instance)
         return [], cursor.dump(), "started: alerting on events from now on"
     cursor = AlertCursor.parse(raw_cursor)
+    if cursor.runs_after is None:
+        cursor.start_runs_from_now(instance)
+    ledger = DeliveryLedger(instance)
     sent: list[Alert] = []
     pending: list[tuple[str, Any]] = [
         (name, r) for name, records in failed.items()
@@ -205,17 +251,21 @@ def send_pending_alerts(instance: DagsterInstance, notifier: NotifierResource,
     pending += [("freshness", r) for r in instance.get_event_records(
         EventRecordsFilter(event_type=DagsterEventType.FRESHNESS_STATE_CHANGE,
                            after_cursor=cursor.freshness_after), limit=window, ascending=True)]
+    pending += [("run", r) for r in _run_failures(instance, cursor.runs_after, window)]
     for source, item in pending:
         alert = (freshness_alert(item, instance, settings, links) if source == "freshness"
+                 else run_failure_alert(item, instance, links) if source == "run"
                  else check_alert(item, links))
         if alert is not None:
             try:
-                notifier.send(alert)
+                notifier.send(alert, ledger)
             except NotifyError as exc:
                 return sent, _advanced(cursor, failed).dump(), f"stopped: {exc}"
             sent.append(alert)
         if source == "freshness":
             cursor.freshness_after = item.storage_id
+        elif source == "run":
+            cursor.runs_after = item.storage_id
         else:
             cursor.checks.setdefault(source, []).append(item.id)
     return sent, _advanced(cursor, failed).dump(), ""
@@ -235,12 +285,11 @@ def _status(running: bool) -> DefaultSensorStatus:
 
 def build_alert_sensors(settings: Settings) -> Sequence[SensorDefinition]:
     running = settings.automation.sensors_running
-    links = UiLinks(settings.alerts.ui_base_url)
 
     @sensor(name="quality_alerts", default_status=_status(running),
             minimum_interval_seconds=settings.alerts.minimum_interval_seconds,
             description="One alert per failed asset check (blocking or not), freshness "
-                        "change to WARN/FAIL and quarantined landing file.")
+                        "change to WARN/FAIL, quarantined landing file and failed run.")
     def quality_alerts(context: SensorEvaluationContext, notifier: NotifierResource):
         check_keys = sorted(context.repository_def.asset_graph.asset_check_keys,
                             key=lambda k: k.to_user_string())
@@ -252,28 +301,4 @@ def build_alert_sensors(settings: Settings) -> Sequence[SensorDefinition]:
             skip_reason=None if sent else SkipReason(note or "no new failures"),
             cursor=cursor)
 
-    @run_failure_sensor(name="run_failure_alerts", default_status=_status(running),
-                        minimum_interval_seconds=settings.alerts.minimum_interval_seconds,
-                        description="One alert per failed run.")
-    def run_failure_alerts(context: RunFailureSensorContext, notifier: NotifierResource):
-        notifier.send(run_failure_alert(context, links))
-
-    return [quality_alerts, run_failure_alerts]
-
-
-def run_failure_alert(context: RunFailureSensorContext, links: UiLinks) -> Alert:
-    run = context.dagster_run
-    steps = [e.step_key for e in context.get_step_failure_events() if e.step_key]
-    # A job over all its assets has no asset selection; its asset steps are named after
-    # their assets, so the failed steps name the assets then.
-    assets = sorted(k.to_user_string() for k in (run.asset_selection or [])) or steps
-    message = context.failure_event.message or "the run failed"
-    return Alert(
-        kind="run_failed", severity="ERROR",
-        summary=f"run of {run.job_name} failed: {message}",
-        url=links.run(run.run_id), run_id=run.run_id,
-        asset=", ".join(assets) or None,
-        observed=f"failed steps: {', '.join(steps) or 'none (failed before any step)'}",
-        threshold="a run must succeed",
-        event_id=f"run:{run.run_id}",
-        details={"job": run.job_name, "tags": dict(run.tags), "failed_steps": steps})
+    return [quality_alerts]

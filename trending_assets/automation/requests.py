@@ -47,7 +47,7 @@ from dagster import (
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from resources.listing import lister_for
-from resources.notify import Alert, NotifierResource, NotifyError
+from resources.notify import Alert, DeliveryLedger, NotifierResource, NotifyError
 from resources.quarantine import delete_key
 from resources.storage import ArtifactStore, ArtifactStoreResource
 from trending_assets.automation.alerts import UiLinks
@@ -160,14 +160,17 @@ def _record_outcome(store: ArtifactStore, key: str, data: bytes, outcome: dict[s
     delete_key(store, key)
 
 
-def rejection_alert(store: ArtifactStore, key: str, problem: str, links: UiLinks) -> Alert:
+def rejection_alert(store: ArtifactStore, key: str, etag: str, problem: str,
+                    links: UiLinks) -> Alert:
+    """The alert for a rejected request; a new file later stored under the same name is a
+    new request (another change tag), alerted on again."""
     return Alert(
         kind="retrain_request_rejected", severity="ERROR",
         summary=f"retrain request {key} rejected: {problem}",
         url=f"{links.base}/automation", observed=problem,
         threshold="a request is a JSON object: reason, requested_by, optional families, "
                   "overrides (hyperparameter sections), data_version",
-        event_id=f"request:{store.uri_of(key)}", details={"request_file": store.uri_of(key)})
+        event_id=f"request:{store.uri_of(key)}@{etag}", details={"request_file": store.uri_of(key)})
 
 
 def process_requests(store: ArtifactStore, instance: DagsterInstance, settings: Settings,
@@ -183,7 +186,8 @@ def process_requests(store: ArtifactStore, instance: DagsterInstance, settings: 
             problem = (str(exc) if isinstance(exc, RequestRejected)
                        else f"{type(exc).__name__}: {exc}")
             try:
-                notifier.send(rejection_alert(store, obj.key, problem, links))
+                notifier.send(rejection_alert(store, obj.key, obj.etag, problem, links),
+                              DeliveryLedger(instance))
             except NotifyError:
                 continue  # kept in requests/: rejected (and alerted) on a later tick
             _record_outcome(store, obj.key, data, {"status": "rejected", "problem": problem})
