@@ -257,11 +257,25 @@ def test_retrain_requests_launch_or_are_rejected_with_an_alert(
     assert "'0123abcd' is not the current training data" in \
         rejected["stale-data.json"]["observed"]
 
-    # every request moved to processed/ with its outcome; a second tick finds none
+    # the rejected moved to processed/ with their outcome; the accepted one waits there
+    # until its run exists, asked for again with the same run key (Dagster launches it once)
+    assert [p.name for p in (triggers / "requests").iterdir()] == ["good.json"]
+    (again,) = tick().run_requests
+    assert again.run_key == run.run_key
+
+    @asset
+    def launched_by_the_daemon():  # a run carrying the request's run key, as launched
+        return 1
+
+    launched = materialize([launched_by_the_daemon], instance=instance,
+                           tags={"dagster/run_key": run.run_key})
+    assert isinstance(tick(), SkipReason)  # the run exists: the request is done
     assert list((triggers / "requests").iterdir()) == []
     outcomes = [json.loads(LocalArtifactStore(triggers).get_bytes(k)) for k in
                 LocalArtifactStore(triggers).list_keys(PROCESSED_PREFIX)]
     assert sorted(o["status"] for o in outcomes) == ["accepted"] + ["rejected"] * 4
+    (accepted,) = [o for o in outcomes if o["status"] == "accepted"]
+    assert accepted["run_id"] == launched.run_id and accepted["run_key"] == run.run_key
     assert isinstance(tick(), SkipReason)
     assert len(receiver.payloads()) == 4
 

@@ -16,7 +16,10 @@ requester and request file as run tags. `data_version` pins the training data: t
 is accepted only if it is the data version of the current training_data, which is then
 reused as is (the run starts at data_splits); without it training_data is rebuilt from
 every accepted batch. A malformed request is rejected with an alert and never stops the
-sensor. Either way the request moves to `<triggers>/processed/` with its outcome.
+sensor. A rejected request moves to `<triggers>/processed/` with its outcome at once; an
+accepted one stays in `requests/` until its run exists in the instance (it is asked for
+again with the same run key meanwhile, which Dagster launches once), then moves there with
+the run's id: a daemon that dies between the tick and the launch loses no request.
 
 `python -m trending_assets.automation.requests submit ...` writes a request (the manual,
 parameterized run); the README shows the same launch through the GraphQL API.
@@ -37,6 +40,7 @@ from dagster import (
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     ScheduleDefinition,
     SensorDefinition,
     SensorEvaluationContext,
@@ -44,6 +48,7 @@ from dagster import (
     SkipReason,
     sensor,
 )
+from dagster._core.storage.tags import RUN_KEY_TAG  # the tag the daemon sets; no public export
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from resources.listing import lister_for
@@ -133,6 +138,11 @@ def settings_run_config(overrides: dict[str, Any]) -> dict[str, Any]:
         "overrides_json": json.dumps(overrides, sort_keys=True)}}}}
 
 
+def request_run_key(key: str, etag: str) -> str:
+    """One run per request file content: a re-upload with new content is a new request."""
+    return f"retrain-request:{key}@{etag}"
+
+
 def request_run(request: RetrainRequest, key: str, etag: str,
                 instance: DagsterInstance) -> RunRequest:
     if request.data_version is not None:
@@ -143,7 +153,7 @@ def request_run(request: RetrainRequest, key: str, etag: str,
                 f"({current!r}); only the current version can be reused. Leave data_version "
                 "out to rebuild the training data from every accepted batch.")
     return RunRequest(
-        run_key=f"retrain-request:{key}@{etag}",
+        run_key=request_run_key(key, etag),
         asset_selection=training_selection(request.families, request.data_version is None),
         run_config=settings_run_config(request.overrides),
         tags={REASON_TAG: request.reason, REQUESTED_BY_TAG: request.requested_by,
@@ -180,6 +190,12 @@ def process_requests(store: ArtifactStore, instance: DagsterInstance, settings: 
     links = UiLinks(settings.alerts.ui_base_url)
     for obj in lister_for(store).list(REQUESTS_PREFIX):
         data = store.get_bytes(obj.key)
+        run_key = request_run_key(obj.key, obj.etag)
+        launched = instance.get_runs(RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1)
+        if launched:  # asked for on an earlier tick and launched: done
+            _record_outcome(store, obj.key, data, {"status": "accepted", "run_key": run_key,
+                                                   "run_id": launched[0].run_id})
+            continue
         try:
             run = request_run(parse_request(data, settings), obj.key, obj.etag, instance)
         except Exception as exc:  # any bad request is rejected, never the sensor's failure
@@ -193,8 +209,7 @@ def process_requests(store: ArtifactStore, instance: DagsterInstance, settings: 
             _record_outcome(store, obj.key, data, {"status": "rejected", "problem": problem})
             rejected.append(obj.key)
             continue
-        _record_outcome(store, obj.key, data, {"status": "accepted", "run_key": run.run_key})
-        runs.append(run)
+        runs.append(run)  # stays in requests/ until its run exists
     return runs, rejected
 
 
