@@ -26,6 +26,7 @@ from resources.quarantine import QuarantineStore, TrainingDataBaseline
 from resources.registry import ModelRegistry
 from resources.storage import LocalArtifactStore
 from trending_assets.automation.landing import landing_changes
+from trending_assets.automation.requests import RequestRejected, RetrainRequest, request_run
 from trending_assets.checks.batch_quality import assess_batch
 from trending_assets.checks.data_quality import batch_limits
 from trending_assets.definitions import ASSETS, build_definitions, build_resources
@@ -472,6 +473,22 @@ def test_bad_batches_quarantined_good_batch_trained_nothing_lost(tmp_path, tiny_
             second.run_id)
         assert registry.versions("trending-now-xgboost") == [1]
         assert TrainingDataBaseline(artifacts).accepted()["version"] == second.run_id
+        # A later run that starts below training_data (a retrain request reusing the data
+        # version, a selection in the UI) does not build on the stored version that failed.
+        below = _train(settings, instance, selection=AssetSelection.assets("data_splits"))
+        assert not below.success
+        (failure,) = below.get_step_failure_events()
+        message = failure.event_specific_data.error.to_string()  # the cause: our message
+        assert f"the stored training_data (run {drifted.run_id}) did not pass" in message
+        assert "training_data_drift failed: " in message and "genre_psi" in message
+        assert "materialize training_data again" in message
+        assert not below.get_asset_materialization_events()
+        # A retrain request reusing that data version is refused before any run starts.
+        stored_version = instance.get_latest_materialization_event(
+            AssetKey("training_data")).asset_materialization.metadata["data_version"].value
+        reuse = RetrainRequest(reason="r", requested_by="t", data_version=stored_version)
+        with pytest.raises(RequestRejected, match="did not pass its blocking checks"):
+            request_run(reuse, "requests/reuse.json", "etag-1", instance)
         assert instance.get_latest_materialization_event(
             AssetKey("registered_xgboost_model")).run_id == first.run_id
 

@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, MetadataValue, Output, TableColumn, T
 
 from trending_assets.assets import ML_OWNERS
 from trending_assets.assets.ingestion import LABELS_COLUMN, TITLE_COLUMNS
+from trending_assets.checks.data_quality import require_training_data_passed
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
 from trending_assets.ml.dataset import (
     TitleSplits,
@@ -39,6 +40,7 @@ SPLIT_COLUMN = TableColumn("split", "string", description="train, val or test; o
 def data_splits(
     context: AssetExecutionContext, settings: SettingsResource, training_data: pd.DataFrame
 ) -> Output[TitleSplits]:
+    require_training_data_passed(context.instance)
     config = settings.get()
     split = config.data.split
     taxonomy = Taxonomy.from_config(settings.taxonomy())

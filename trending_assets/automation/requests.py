@@ -13,13 +13,14 @@ The `retrain_requests` sensor validates each request. A valid one launches the t
 graph (the families asked for, the reference model always, as it is every report's
 baseline) with the overrides as the settings resource's run config and the reason,
 requester and request file as run tags. `data_version` pins the training data: the request
-is accepted only if it is the data version of the current training_data, which is then
-reused as is (the run starts at data_splits); without it training_data is rebuilt from
-every accepted batch. A malformed request is rejected with an alert and never stops the
-sensor. A rejected request moves to `<triggers>/processed/` with its outcome at once; an
-accepted one stays in `requests/` until its run exists in the instance (it is asked for
-again with the same run key meanwhile, which Dagster launches once), then moves there with
-the run's id: a daemon that dies between the tick and the launch loses no request.
+is accepted only if it is the data version of the current training_data and that version
+passed its blocking checks; it is then reused as is (the run starts at data_splits);
+without it training_data is rebuilt from every accepted batch. A malformed request is
+rejected with an alert and never stops the sensor. A rejected request moves to
+`<triggers>/processed/` with its outcome at once; an accepted one stays in `requests/`
+until its run exists in the instance (it is asked for again with the same run key
+meanwhile, which Dagster launches once), then moves there with the run's id: a daemon that
+dies between the tick and the launch loses no request.
 
 `python -m trending_assets.automation.requests submit ...` writes a request (the manual,
 parameterized run); the README shows the same launch through the GraphQL API.
@@ -57,6 +58,7 @@ from resources.quarantine import delete_key
 from resources.storage import ArtifactStore, ArtifactStoreResource
 from trending_assets.automation.alerts import UiLinks
 from trending_assets.automation.landing import training_job
+from trending_assets.checks.data_quality import TrainingDataBlocked, require_training_data_passed
 from trending_assets.settings import ConfigError, Settings, load_settings
 
 REQUESTS_PREFIX = "requests/"
@@ -152,6 +154,10 @@ def request_run(request: RetrainRequest, key: str, etag: str,
                 f"data_version {request.data_version!r} is not the current training data "
                 f"({current!r}); only the current version can be reused. Leave data_version "
                 "out to rebuild the training data from every accepted batch.")
+        try:
+            require_training_data_passed(instance)
+        except TrainingDataBlocked as exc:
+            raise RequestRejected(f"data_version {request.data_version!r}: {exc}") from exc
     return RunRequest(
         run_key=request_run_key(key, etag),
         asset_selection=training_selection(request.families, request.data_version is None),

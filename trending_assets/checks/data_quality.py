@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
+from dagster import (
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetKey,
+    DagsterInstance,
+    MetadataValue,
+)
 
 from trending_assets.checks.batch_quality import BatchAssessment
 from trending_assets.checks.gx_suites import (
@@ -35,6 +42,41 @@ BATCH_CHECK = "raw_titles_batch_quality"
 QUALITY_CHECK = "training_data_quality"
 DRIFT_CHECK = "training_data_drift"
 DRIFT_METRICS = ("genre_psi", "length_psi", "vocabulary_novelty")
+TRAINING_DATA = AssetKey("training_data")
+CHECK_HISTORY = 20  # executions searched for the ones of the stored version's run
+
+
+class TrainingDataBlocked(RuntimeError):
+    """The stored training_data failed a blocking check: nothing is built from it."""
+
+
+def require_training_data_passed(instance: DagsterInstance) -> None:
+    """Refuse to build on the stored training_data unless its blocking checks passed.
+
+    Within one run Dagster itself skips what lies below a failed blocking check; a later
+    run that starts below training_data (a retrain request reusing the data version, a
+    selection in the UI) would otherwise load the stored version that failed, because the
+    IO manager stores the table before the checks are evaluated."""
+    event = instance.get_latest_materialization_event(TRAINING_DATA)
+    if event is None:
+        return  # nothing stored: loading it fails on its own, naming the asset
+    problems = []
+    for check in (QUALITY_CHECK, DRIFT_CHECK):
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(TRAINING_DATA, check), limit=CHECK_HISTORY)
+        record = next((r for r in history if r.run_id == event.run_id), None)
+        evaluation = (record.event.dagster_event.event_specific_data
+                      if record is not None and record.event is not None else None)
+        if evaluation is None:
+            problems.append(f"{check} was never evaluated for it")
+        elif not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR:
+            problems.append(f"{check} failed: {evaluation.description}")
+    if problems:
+        raise TrainingDataBlocked(
+            f"the stored training_data (run {event.run_id}) did not pass its blocking checks: "
+            + "; ".join(problems) + ". Nothing is built from it. Fix the data the check names "
+            "(or the gate in configs/), then materialize training_data again (`make run` "
+            "ingests new landing files and rebuilds it).")
 
 
 def batch_limits(settings: Settings) -> BatchLimits:
