@@ -40,6 +40,7 @@ from trending_assets.automation.requests import (
     REQUEST_TAG,
     REQUESTED_BY_TAG,
 )
+from trending_assets.automation.requests import main as submit_request
 from trending_assets.definitions import ASSETS, build_definitions, build_resources
 from trending_assets.settings import ConfigError, RetrainSettings, load_settings
 
@@ -278,6 +279,33 @@ def test_retrain_requests_launch_or_are_rejected_with_an_alert(
     assert accepted["run_id"] == launched.run_id and accepted["run_key"] == run.run_key
     assert isinstance(tick(), SkipReason)
     assert len(receiver.payloads()) == 4
+
+
+def test_submit_writes_valid_requests_and_explains_bad_ones(tmp_path, tiny_bert_dir,
+                                                            monkeypatch, capsys):
+    triggers = tmp_path / "triggers"
+    folder = write_test_configs(tmp_path / "configs", tmp_path / "root", tiny_bert_dir, {
+        "automation": {"retrain_requests": {"uri": str(triggers)}}})
+    monkeypatch.setenv("TRENDING_CONFIG_DIR", str(folder))
+    monkeypatch.setenv("APP_ENV", "local")
+    base = ["submit", "--reason", "deeper trees", "--requested-by", "alice"]
+
+    with pytest.raises(SystemExit) as usage:
+        submit_request([*base, "--overrides", "{xgboost: 6}"])
+    assert usage.value.code == 2
+    assert ("argument --overrides: not JSON (Expecting property name enclosed in double "
+            "quotes at character 1): '{xgboost: 6}'") in capsys.readouterr().err
+    assert submit_request([*base, "--overrides", '{"xgboost": {"max_depth": 0}}']) == 2
+    assert "not written: overrides: invalid configuration:" in capsys.readouterr().err
+    assert not triggers.exists()  # nothing written for a bad request
+
+    assert submit_request([*base, "--family", "xgboost",
+                           "--overrides", '{"xgboost": {"max_depth": 6}}']) == 0
+    (written,) = (triggers / "requests").iterdir()
+    assert capsys.readouterr().out == f"written: {written}\n"
+    assert json.loads(written.read_text()) == {
+        "reason": "deeper trees", "requested_by": "alice", "families": ["xgboost"],
+        "overrides": {"xgboost": {"max_depth": 6}}}
 
 
 def test_a_retrain_request_does_not_pull_other_families_along(instance):

@@ -53,6 +53,31 @@ def test_run_seeds_once_processes_new_files_and_summarizes(tmp_path, tiny_bert_d
     assert sorted(p.name for p in (root / "landing").iterdir()) == [
         "extra.csv", "netflix_titles_genres.csv.gz"]
 
+    # A version that does not exist: what is registered, no traceback.
+    missing = run_cli(env, "reproduce", "--model", "trending-now-xgboost", "--version", "7")
+    assert missing.returncode == 2
+    assert missing.stderr.startswith(
+        f"cannot reproduce: trending-now-xgboost has no version 7 in the registry at "
+        f"{root / 'artifacts' / 'registry'}; registered: trending-now-bert v1, v2; "
+        "trending-now-xgboost v1, v2")
+    assert "Traceback" not in missing.stderr
+
+
+def test_configuration_errors_are_reported_without_a_traceback(tmp_path, tiny_bert_dir):
+    config_dir = write_test_configs(tmp_path / "configs", tmp_path / "root", tiny_bert_dir,
+                                    {"bert": {"epochs": 0}})
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "TRENDING_CONFIG_DIR": str(config_dir),
+           "APP_ENV": "local"}
+    bad_value = run_cli(env, "run")
+    assert bad_value.returncode == 2
+    assert bad_value.stderr == (
+        f"configuration error: invalid configuration:\n  {config_dir / 'local.yaml'}: key "
+        "'bert.epochs': Input should be greater than or equal to 1\n")
+    unknown_env = run_cli({**env, "APP_ENV": "prod"}, "run")
+    assert unknown_env.returncode == 2
+    assert unknown_env.stderr == ("configuration error: APP_ENV='prod' is not an environment; "
+                                  "use one of local, staging, production\n")
+
 
 def test_trainers_run_without_dagster(tmp_path, tiny_bert_dir, netflix):
     data = tmp_path / "titles.csv"

@@ -11,6 +11,7 @@ import json
 import sys
 from dataclasses import dataclass
 from importlib import resources as package_files
+from types import ModuleType
 
 from dagster import (
     AssetCheckKey,
@@ -28,7 +29,6 @@ from dagster._core.storage.asset_check_execution_record import (
 from resources.quarantine import QuarantineStore
 from resources.registry import ModelRegistry
 from resources.storage import artifact_root
-from trending_assets import definitions
 from trending_assets.assets.ingestion import landing_files
 from trending_assets.automation.landing import (
     landing_changes,
@@ -36,16 +36,25 @@ from trending_assets.automation.landing import (
     training_job,
 )
 from trending_assets.governance import complete_wandb_links, reproduce_version
-from trending_assets.settings import Settings, load_settings
+from trending_assets.ml.reproduce import ReproductionError
+from trending_assets.settings import ConfigError, Settings, load_settings
 
 SAMPLE_FILE = "netflix_titles_genres.csv.gz"
 FAMILIES = ("reference", "xgboost", "bert")
 MANUAL_TAGS = {"trending/trigger": "cli"}
 
 
+def _definitions() -> ModuleType:
+    """trending_assets.definitions, imported on first use: importing it loads the
+    configuration, and main() reports a configuration error without a traceback."""
+    from trending_assets import definitions
+
+    return definitions
+
+
 def seed_landing(settings: Settings, instance: DagsterInstance) -> str | None:
     """Place the bundled sample in an empty landing area on the very first run."""
-    store = definitions.build_resources(settings)["landing"].open()
+    store = _definitions().build_resources(settings)["landing"].open()
     if (not settings.storage.seed_sample or landing_keys(store)
             or instance.get_dynamic_partitions(landing_files.name)):
         return None
@@ -63,7 +72,7 @@ class IngestOutcome:
 
 def ingest_new_files(settings: Settings, instance: DagsterInstance) -> IngestOutcome:
     """Materialize raw_titles for every new or re-uploaded (changed) landing file."""
-    store = definitions.build_resources(settings)["landing"].open()
+    store = _definitions().build_resources(settings)["landing"].open()
     quarantine = QuarantineStore(artifact_root(settings.storage))
     outcome = IngestOutcome([], {}, [])
     for change in landing_changes(store, instance):
@@ -71,7 +80,7 @@ def ingest_new_files(settings: Settings, instance: DagsterInstance) -> IngestOut
         if not instance.has_dynamic_partition(landing_files.name, key):
             instance.add_dynamic_partitions(landing_files.name, [key])
         result = execute_job(
-            reconstructable(definitions.ingest_job_def), instance,
+            reconstructable(_definitions().ingest_job_def), instance,
             tags={**MANUAL_TAGS, "dagster/partition": key,
                   "trending/content_sha256": change.sha256}, raise_on_error=False,
         )
@@ -169,7 +178,7 @@ def run(force: bool) -> int:
         print(f"landing files that could not be ingested (see the Dagster UI): {outcome.failed}")
     run_id = None
     if outcome.ingested or force or not last_training_succeeded(instance):
-        result = execute_job(reconstructable(definitions.training_job_def), instance,
+        result = execute_job(reconstructable(_definitions().training_job_def), instance,
                              tags=MANUAL_TAGS, raise_on_error=False)
         run_id = result.run_id
         print(f"training run {run_id}: {'succeeded' if result.success else 'FAILED'}")
@@ -182,7 +191,11 @@ def run(force: bool) -> int:
 
 
 def reproduce(model: str, version: int) -> int:
-    outcome = reproduce_version(load_settings(), model, version)
+    try:
+        outcome = reproduce_version(load_settings(), model, version)
+    except ReproductionError as exc:
+        print(f"cannot reproduce: {exc}", file=sys.stderr)
+        return 2
     print(outcome.table())
     for note in outcome.environment_notes:
         print(f"environment differs: {note}")
@@ -209,6 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     links_parser.add_argument("--entity", default=None,
                               help="W&B entity the runs were synced to (default: yours)")
     args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:  # the message names the file, key and allowed values
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return run(args.force)
     if args.command == "reproduce":

@@ -275,6 +275,13 @@ def reproduce_version(settings: Settings, model: str, version: int) -> Reproduct
     """Retrain a registered version from its manifest (same split table, configuration and
     seeds) and compare the new test metrics with the recorded ones."""
     registry = ModelRegistry(artifact_root(settings.storage))
+    if version not in registry.versions(model):
+        known = {m: registry.versions(m) for m in registry.models()}
+        raise ReproductionError(
+            f"{model} has no version {version} in the registry at "
+            f"{registry.store.uri_of('registry')}; registered: "
+            + ("; ".join(f"{m} v{', v'.join(map(str, vs))}" for m, vs in known.items())
+               or "nothing yet (`make run` registers the first versions)"))
     record = registry.get(model, version)
     manifest = json.loads(registry.document(model, version, MANIFEST_FILE))
     data = manifest["data"]

@@ -257,6 +257,19 @@ def triggers_uri(settings: Settings) -> str:
     return settings.automation.retrain_requests.uri or default
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    """--overrides: a JSON object, or a usage error that says what is wrong."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"not JSON ({exc.msg} at character {exc.pos}): {text!r}; quote it for the shell, "
+            """e.g. '{"xgboost": {"max_depth": 6}}'""") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object of sections, not {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m trending_assets.automation.requests",
@@ -267,13 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("--requested-by", required=True)
     submit.add_argument("--family", action="append", choices=FAMILIES,
                         help="repeat for several; default all")
-    submit.add_argument("--overrides", default="{}",
+    submit.add_argument("--overrides", type=_json_object, default={},
                         help='hyperparameters as JSON, e.g. \'{"xgboost": {"max_depth": 6}}\'')
     submit.add_argument("--data-version", help="reuse this (current) training data version")
     args = parser.parse_args(argv)
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     body = {"reason": args.reason, "requested_by": args.requested_by,
-            "overrides": json.loads(args.overrides)}
+            "overrides": args.overrides}
     if args.family:
         body["families"] = args.family
     if args.data_version:
