@@ -25,7 +25,12 @@ LOG = logging.getLogger("trending_assets.alerts")
 
 
 class NotifyError(RuntimeError):
-    """An alert could not be delivered to a channel."""
+    """An alert could not be delivered to a channel; `delivered` lists the channels that
+    did get it in the same call."""
+
+    def __init__(self, message: str, delivered: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.delivered = delivered or []
 
 
 @dataclass(frozen=True)
@@ -106,26 +111,35 @@ class NotifierResource(ConfigurableResource):
     channels: list[NotifierChannel]
     timeout_seconds: float = 10.0
 
-    def send(self, alert: Alert, ledger: DeliveryLedger | None = None) -> None:
+    def send(self, alert: Alert, ledger: DeliveryLedger | None = None,
+             down: dict[str, str] | None = None) -> list[str]:
         """Deliver to every channel that does not have the alert yet (per `ledger`, when
-        given and the alert has an `event_id`); raise `NotifyError` naming each channel that
-        could not be reached, after trying them all."""
+        given and the alert has an `event_id`); return the channels delivered to now.
+
+        A channel that fails is added to `down` (channel id -> why) and channels already
+        there are not tried again: a sensor passing one `down` to all its sends waits for a
+        dead endpoint once per tick, not once per alert. Raises `NotifyError` naming each
+        channel that does not have the alert, after trying the others."""
+        down = {} if down is None else down
         event_id = alert.event_id if ledger is not None else None
         done = ledger.delivered(event_id) if event_id else set()
-        failures = []
+        delivered = []
         for channel in self.channels:
-            if channel.channel_id in done:
+            if channel.channel_id in done or channel.channel_id in down:
                 continue
             try:
                 self._deliver(channel, alert)
             except NotifyError as exc:
-                failures.append(str(exc))
+                down[channel.channel_id] = str(exc)
                 continue
             done.add(channel.channel_id)
+            delivered.append(channel.channel_id)
             if event_id:
                 ledger.record(event_id, done)
-        if failures:
-            raise NotifyError("; ".join(failures))
+        missing = [down[c.channel_id] for c in self.channels if c.channel_id not in done]
+        if missing:
+            raise NotifyError("; ".join(missing), delivered)
+        return delivered
 
     def _deliver(self, channel: NotifierChannel, alert: Alert) -> None:
         if channel.kind == "log":

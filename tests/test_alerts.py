@@ -41,11 +41,13 @@ class AlertReceiver:
     def __init__(self) -> None:
         self.received: list[tuple[str, dict]] = []
         self.status = 200
+        self.attempts = 0  # every POST, answered or refused
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.attempts += 1
                 if receiver.status == 200:
                     receiver.received.append((self.path, json.loads(body)))
                 self.send_response(receiver.status)
@@ -211,18 +213,27 @@ def test_a_channel_that_is_down_neither_silences_nor_floods_the_others(
     with instance_for_test() as instance:
         ticker = AlertTicker(instance, settings, two_channels(receiver, slack_receiver))
         ticker.tick()
-        materialize([gated], instance=instance, raise_on_error=False)
         receiver.status = 503  # the webhook (tried first) is down for three ticks
-        for _ in range(3):
-            ticker.tick()
-        assert receiver.payloads() == []
-        # The check's alert once, not once per tick (the run's waits behind it).
-        assert len(slack_receiver.payloads("/slack")) == 1
+        failed_run = materialize([gated], instance=instance, raise_on_error=False)
+        ticker.tick()
+        # Two alerts (the failed check, then the run it failed): Slack gets both at once
+        # and the dead webhook is tried once in the tick, not once per alert.
+        assert [p["text"].split(":")[0] for p in slack_receiver.payloads("/slack")] == [
+            "[ERROR] blocking check score_floor on gated failed", "[ERROR] run of "
+            "__ephemeral_asset_job__ failed"]
+        assert receiver.attempts == 1
+        materialize([broken], instance=instance, raise_on_error=False)  # a new failure
+        ticker.tick()
+        ticker.tick()
+        assert receiver.payloads() == [] and receiver.attempts == 3
+        assert len(slack_receiver.payloads("/slack")) == 3  # the new one; none twice
         receiver.status = 200
         ticker.tick()
         ticker.tick()
-        assert [p["kind"] for p in receiver.payloads()] == ["check_failed", "run_failed"]
-        assert len(slack_receiver.payloads("/slack")) == 2
+        assert [p["kind"] for p in receiver.payloads()] == [
+            "check_failed", "run_failed", "run_failed"]
+        assert receiver.payloads()[1]["run_id"] == failed_run.run_id
+        assert len(slack_receiver.payloads("/slack")) == 3
 
 
 def test_a_tick_lost_after_delivery_sends_nothing_twice(receiver, settings):

@@ -8,9 +8,11 @@ SQLite event log Dagster uses locally is sharded by run and cannot page
 ASSET_CHECK_EVALUATION records by storage id; Postgres could), freshness changes and run
 failures from their event records after a storage-id cursor.
 
-The cursor advances only past alerts that every channel has, so a channel that is down
-gets the alert on a later tick; the channels that already have it are not sent it again
-(resources/notify.py:DeliveryLedger), also when a tick is lost after sending. (Dagster's
+Every alert goes to every channel that is up, also while another is down (a channel that
+fails is not tried again in the same tick). The cursor advances only past alerts that every
+channel has, so a channel that is down gets what it missed on a later tick; the channels
+that already have an alert are not sent it again (resources/notify.py:DeliveryLedger), also
+when a tick is lost after sending. (Dagster's
 run failure sensor moves its cursor past a run even when the alert could not be sent, so
 failed runs are read here instead.)
 """
@@ -244,6 +246,8 @@ def send_pending_alerts(instance: DagsterInstance, notifier: NotifierResource,
     if cursor.runs_after is None:
         cursor.start_runs_from_now(instance)
     ledger = DeliveryLedger(instance)
+    down: dict[str, str] = {}  # channels that failed this tick: not tried again until next
+    waiting: set[str] = set()  # storage-id streams held at an alert some channel lacks
     sent: list[Alert] = []
     pending: list[tuple[str, Any]] = [
         (name, r) for name, records in failed.items()
@@ -257,18 +261,26 @@ def send_pending_alerts(instance: DagsterInstance, notifier: NotifierResource,
                  else run_failure_alert(item, instance, links) if source == "run"
                  else check_alert(item, links))
         if alert is not None:
+            # Every alert is offered to the channels that are up, even while another is
+            # down; what a channel lacks is sent on a later tick (the ledger skips the rest).
             try:
-                notifier.send(alert, ledger)
+                if notifier.send(alert, ledger, down):
+                    sent.append(alert)
             except NotifyError as exc:
-                return sent, _advanced(cursor, failed).dump(), f"stopped: {exc}"
-            sent.append(alert)
+                if exc.delivered:
+                    sent.append(alert)
+                waiting.add(source)  # a check's id stays out of the cursor: retried
+                continue
         if source == "freshness":
-            cursor.freshness_after = item.storage_id
+            if source not in waiting:  # a high-water mark: never past an undelivered one
+                cursor.freshness_after = item.storage_id
         elif source == "run":
-            cursor.runs_after = item.storage_id
+            if source not in waiting:
+                cursor.runs_after = item.storage_id
         else:
             cursor.checks.setdefault(source, []).append(item.id)
-    return sent, _advanced(cursor, failed).dump(), ""
+    note = "waiting for " + "; ".join(sorted(set(down.values()))) if down else ""
+    return sent, _advanced(cursor, failed).dump(), note
 
 
 def _advanced(cursor: AlertCursor, failed: Mapping[str, list[Any]]) -> AlertCursor:
