@@ -281,6 +281,33 @@ def test_retrain_requests_launch_or_are_rejected_with_an_alert(
     assert len(receiver.payloads()) == 4
 
 
+def test_rejected_requests_wait_while_the_alert_channel_is_down(
+        tmp_path, tiny_bert_dir, instance, receiver):  # noqa: F811
+    triggers = tmp_path / "triggers"
+    folder = write_test_configs(tmp_path / "configs", tmp_path / "root", tiny_bert_dir, {
+        "automation": {"retrain_requests": {"uri": str(triggers)}},
+        "alerts": {"channels": [{"kind": "webhook", "url": f"{receiver.url}/hook"}]}})
+    settings = load_settings("local", folder)
+    write_request(triggers, "a.json", "not json")
+    write_request(triggers, "b.json", {"reason": "x"})
+    resources = build_resources(settings)
+    sensor = build_definitions(settings).get_repository_def().get_sensor_def("retrain_requests")
+
+    def tick():
+        return sensor(build_sensor_context(instance=instance, resources={
+            k: resources[k] for k in ("retrain_requests", "notifier")}))
+
+    receiver.status = 503
+    tick()
+    assert receiver.attempts == 1  # the dead endpoint once in the tick, not once per request
+    assert sorted(p.name for p in (triggers / "requests").iterdir()) == ["a.json", "b.json"]
+    receiver.status = 200
+    tick()
+    assert sorted(Path(p["details"]["request_file"]).name for p in receiver.payloads()) == [
+        "a.json", "b.json"]
+    assert list((triggers / "requests").iterdir()) == []
+
+
 def test_submit_writes_valid_requests_and_explains_bad_ones(tmp_path, tiny_bert_dir,
                                                             monkeypatch, capsys):
     triggers = tmp_path / "triggers"

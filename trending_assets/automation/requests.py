@@ -194,6 +194,7 @@ def process_requests(store: ArtifactStore, instance: DagsterInstance, settings: 
     """Run requests for the valid pending requests; alerts for the rejected ones."""
     runs, rejected = [], []
     links = UiLinks(settings.alerts.ui_base_url)
+    ledger, down = DeliveryLedger(instance), {}  # a dead channel is tried once per tick
     for obj in lister_for(store).list(REQUESTS_PREFIX):
         data = store.get_bytes(obj.key)
         run_key = request_run_key(obj.key, obj.etag)
@@ -209,7 +210,7 @@ def process_requests(store: ArtifactStore, instance: DagsterInstance, settings: 
                        else f"{type(exc).__name__}: {exc}")
             try:
                 notifier.send(rejection_alert(store, obj.key, obj.etag, problem, links),
-                              DeliveryLedger(instance))
+                              ledger, down)
             except NotifyError:
                 continue  # kept in requests/: rejected (and alerted) on a later tick
             _record_outcome(store, obj.key, data, {"status": "rejected", "problem": problem})
