@@ -8,11 +8,18 @@ object): an unchanged upload is reused without reading a byte, a changed one get
 copy. A copy is written under a temporary name and renamed into place, so a download that
 dies half-way never looks complete. Either way the folder is checked for what a Hugging
 Face model folder needs before any training starts.
+
+Each copy has a note beside it (`<copy>.json`: the S3 location, touched on every use). When
+a new copy of a location is made, its copies other than the two used last are removed, so
+re-uploads do not fill the disk while a process that resolved the previous copy a moment
+ago can still load it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -28,6 +35,7 @@ MODEL_FILES = (
                  "pytorch_model.bin.index.json")),
     ("tokenizer", ("tokenizer.json", "vocab.txt")),
 )
+COPIES_KEPT = 2  # per S3 location: the new copy and the one used before it
 HOW_TO_FIX = ("save the model and its tokenizer with save_pretrained() into one folder and "
               "point bert.model_path at it (a local folder or s3://bucket/prefix), or set "
               "bert.model_path to null for the bundled MiniLM")
@@ -60,6 +68,7 @@ def cached_model_copy(source: ArtifactStore, cache: Path) -> Path:
     content = "\n".join(f"{o.key}\0{o.etag}\0{o.size}" for o in listed)
     target = cache / "base-models" / hashlib.sha256(content.encode()).hexdigest()[:32]
     if target.is_dir():
+        _note_use(target, source.uri)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=target.parent))
@@ -79,7 +88,32 @@ def cached_model_copy(source: ArtifactStore, cache: Path) -> Path:
                 raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+    _note_use(target, source.uri)
+    _prune_copies(target.parent, source.uri)
     return target
+
+
+def _note_use(copy: Path, uri: str) -> None:
+    """Record (or refresh) which location `copy` holds; its modification time is the use."""
+    note = copy.with_name(copy.name + ".json")
+    note.write_text(json.dumps({"source": uri}))
+    os.utime(note)
+
+
+def _prune_copies(folder: Path, uri: str) -> None:
+    """Remove the copies of `uri` beyond the COPIES_KEPT used last (copies without a note,
+    made before notes were kept, are left alone)."""
+    notes = []
+    for note in folder.glob("*.json"):
+        try:
+            if json.loads(note.read_text()).get("source") == uri:
+                notes.append(note)
+        except (OSError, ValueError):
+            continue  # another process is writing it: it is in use
+    notes.sort(key=lambda n: n.stat().st_mtime, reverse=True)
+    for note in notes[COPIES_KEPT:]:
+        shutil.rmtree(note.with_suffix(""), ignore_errors=True)
+        note.unlink(missing_ok=True)
 
 
 def local_model_folder(model_path: str | None, cache: str | Path,

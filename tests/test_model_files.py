@@ -86,8 +86,34 @@ def test_copied_once_by_content_and_again_when_it_changes(
     assert second != first
     assert (second / "README.md").read_bytes() == b"new model card"
     assert folder_digest(first) == folder_digest(tiny_bert_dir)  # the old copy is intact
-    assert sorted(p.name for p in (tmp_path / "cache" / "base-models").iterdir()) == sorted(
-        [first.name, second.name])  # no partial download left behind
+    models = tmp_path / "cache" / "base-models"
+    assert sorted(p.name for p in models.iterdir()) == sorted(
+        [first.name, f"{first.name}.json", second.name, f"{second.name}.json"])  # no partial
+    assert json.loads((models / f"{second.name}.json").read_text()) == {
+        "source": f"s3://{bucket}/{prefix}"}
+
+    # A third upload: the copy used longest ago goes, the two used last stay.
+    s3_client.put_object(Bucket=bucket, Key=f"{prefix}/README.md", Body=b"third model card")
+    third = cached_model_copy(source, tmp_path / "cache")
+    assert sorted(p.name for p in models.iterdir() if p.is_dir()) == sorted(
+        [second.name, third.name])
+    assert not (models / f"{first.name}.json").exists()
+    # Using a kept copy again makes it the most recent: the next new copy removes the other.
+    s3_client.put_object(Bucket=bucket, Key=f"{prefix}/README.md", Body=b"new model card")
+    assert cached_model_copy(source, tmp_path / "cache") == second
+    s3_client.put_object(Bucket=bucket, Key=f"{prefix}/README.md", Body=b"fourth model card")
+    fourth = cached_model_copy(source, tmp_path / "cache")
+    assert sorted(p.name for p in models.iterdir() if p.is_dir()) == sorted(
+        [second.name, fourth.name])
+    # A copy of another location is never removed by this one's.
+    other = S3ArtifactStore(s3_client, bucket, "base/other")
+    for path in sorted(p for p in tiny_bert_dir.iterdir() if p.is_file()):
+        s3_client.put_object(Bucket=bucket, Key=f"base/other/{path.name}",
+                             Body=path.read_bytes())
+    other_copy = cached_model_copy(other, tmp_path / "cache")
+    s3_client.put_object(Bucket=bucket, Key=f"{prefix}/README.md", Body=b"fifth model card")
+    cached_model_copy(source, tmp_path / "cache")
+    assert other_copy.is_dir() and len([p for p in models.iterdir() if p.is_dir()]) == 3
 
 
 def test_incomplete_or_empty_prefix_is_refused_before_any_download(
@@ -156,7 +182,7 @@ def test_bert_model_trains_from_an_s3_model_path(
     assert model.model.encoder.config.hidden_size == 32  # the uploaded tiny BERT
     metadata = result.asset_materializations_for_node("bert_model")[0].metadata
     assert metadata["params"].value["model_path"] == uri  # lineage names the S3 source
-    copies = list((tmp_path / "cache" / "base-models").iterdir())
+    copies = [p for p in (tmp_path / "cache" / "base-models").iterdir() if p.is_dir()]
     assert len(copies) == 1
     # What registration records: the S3 path and the hash of the files trained from, kept
     # with the model and shown on the materialization.
@@ -216,4 +242,4 @@ def test_registered_version_records_the_base_model_it_trained_from_and_reproduce
     outcome = reproduce_version(settings, BERT, 1)
     assert outcome.reproduced, outcome.table()
     # The copy made for training is reused (same listing), the replaced upload has its own.
-    assert len(list((tmp_path / "cache" / "base-models").iterdir())) == 2
+    assert len([p for p in (tmp_path / "cache" / "base-models").iterdir() if p.is_dir()]) == 2
