@@ -212,14 +212,31 @@ def write_request(folder: Path, name: str, body: object) -> None:
     path.write_text(body if isinstance(body, str) else json.dumps(body))
 
 
+class RequestSensor:
+    """The retrain_requests sensor over a triggers folder, alerting to a loopback webhook."""
+
+    def __init__(self, tmp_path: Path, tiny_bert_dir: Path, instance: DagsterInstance,
+                 receiver) -> None:  # noqa: F811
+        self.triggers = tmp_path / "triggers"
+        folder = write_test_configs(tmp_path / "configs", tmp_path / "root", tiny_bert_dir, {
+            "automation": {"retrain_requests": {"uri": str(self.triggers)}},
+            "alerts": {"channels": [{"kind": "webhook", "url": f"{receiver.url}/hook"}]}})
+        settings = load_settings("local", folder)
+        self.defs = build_definitions(settings)
+        self.sensor = self.defs.get_repository_def().get_sensor_def("retrain_requests")
+        resources = build_resources(settings)
+        self.resources = {k: resources[k] for k in ("retrain_requests", "notifier")}
+        self.instance = instance
+
+    def tick(self):
+        return self.sensor(build_sensor_context(instance=self.instance,
+                                                resources=self.resources))
+
+
 def test_retrain_requests_launch_or_are_rejected_with_an_alert(
         tmp_path, tiny_bert_dir, instance, receiver):  # noqa: F811
-    triggers = tmp_path / "triggers"
-    folder = write_test_configs(tmp_path / "configs", tmp_path / "root", tiny_bert_dir, {
-        "automation": {"retrain_requests": {"uri": str(triggers)}},
-        "alerts": {"channels": [{"kind": "webhook", "url": f"{receiver.url}/hook"}]}})
-    settings = load_settings("local", folder)
-    defs = build_definitions(settings)
+    requests = RequestSensor(tmp_path, tiny_bert_dir, instance, receiver)
+    triggers, defs, tick = requests.triggers, requests.defs, requests.tick
     write_request(triggers, "good.json", {
         "reason": "production macro-F1 fell to 0.31", "requested_by": "model-monitor",
         "families": ["xgboost"], "overrides": {"xgboost": {"max_depth": 6}}})
@@ -230,12 +247,6 @@ def test_retrain_requests_launch_or_are_rejected_with_an_alert(
         "reason": "x", "requested_by": "y", "overrides": {"storage": {"root": "/tmp"}}})
     write_request(triggers, "stale-data.json", {
         "reason": "x", "requested_by": "y", "data_version": "0123abcd"})
-    sensor = defs.get_repository_def().get_sensor_def("retrain_requests")
-    resources = build_resources(settings)
-
-    def tick():
-        return sensor(build_sensor_context(instance=instance, resources={
-            k: resources[k] for k in ("retrain_requests", "notifier")}))
 
     (run,) = tick().run_requests
     assert run.tags[REASON_TAG] == "production macro-F1 fell to 0.31"
@@ -283,20 +294,10 @@ def test_retrain_requests_launch_or_are_rejected_with_an_alert(
 
 def test_rejected_requests_wait_while_the_alert_channel_is_down(
         tmp_path, tiny_bert_dir, instance, receiver):  # noqa: F811
-    triggers = tmp_path / "triggers"
-    folder = write_test_configs(tmp_path / "configs", tmp_path / "root", tiny_bert_dir, {
-        "automation": {"retrain_requests": {"uri": str(triggers)}},
-        "alerts": {"channels": [{"kind": "webhook", "url": f"{receiver.url}/hook"}]}})
-    settings = load_settings("local", folder)
+    requests = RequestSensor(tmp_path, tiny_bert_dir, instance, receiver)
+    triggers, tick = requests.triggers, requests.tick
     write_request(triggers, "a.json", "not json")
     write_request(triggers, "b.json", {"reason": "x"})
-    resources = build_resources(settings)
-    sensor = build_definitions(settings).get_repository_def().get_sensor_def("retrain_requests")
-
-    def tick():
-        return sensor(build_sensor_context(instance=instance, resources={
-            k: resources[k] for k in ("retrain_requests", "notifier")}))
-
     receiver.status = 503
     tick()
     assert receiver.attempts == 1  # the dead endpoint once in the tick, not once per request
