@@ -18,10 +18,10 @@ from typing import Any
 
 import pandas as pd
 from dagster import (
-    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetKey,
+    DagsterEventType,
     DagsterInstance,
     MetadataValue,
 )
@@ -43,7 +43,6 @@ QUALITY_CHECK = "training_data_quality"
 DRIFT_CHECK = "training_data_drift"
 DRIFT_METRICS = ("genre_psi", "length_psi", "vocabulary_novelty")
 TRAINING_DATA = AssetKey("training_data")
-CHECK_HISTORY = 20  # executions searched for the ones of the stored version's run
 
 
 class TrainingDataBlocked(RuntimeError):
@@ -60,13 +59,16 @@ def require_training_data_passed(instance: DagsterInstance) -> None:
     event = instance.get_latest_materialization_event(TRAINING_DATA)
     if event is None:
         return  # nothing stored: loading it fails on its own, naming the asset
+    # The check results of the run that stored this version (in-asset checks: same step).
+    evaluations = {}
+    for entry in instance.all_logs(event.run_id,
+                                   of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        if evaluation is not None and evaluation.asset_key == TRAINING_DATA:
+            evaluations[evaluation.check_name] = evaluation
     problems = []
     for check in (QUALITY_CHECK, DRIFT_CHECK):
-        history = instance.event_log_storage.get_asset_check_execution_history(
-            AssetCheckKey(TRAINING_DATA, check), limit=CHECK_HISTORY)
-        record = next((r for r in history if r.run_id == event.run_id), None)
-        evaluation = (record.event.dagster_event.event_specific_data
-                      if record is not None and record.event is not None else None)
+        evaluation = evaluations.get(check)
         if evaluation is None:
             problems.append(f"{check} was never evaluated for it")
         elif not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR:
