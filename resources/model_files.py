@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -95,9 +94,7 @@ def cached_model_copy(source: ArtifactStore, cache: Path) -> Path:
 
 def _note_use(copy: Path, uri: str) -> None:
     """Record (or refresh) which location `copy` holds; its modification time is the use."""
-    note = copy.with_name(copy.name + ".json")
-    note.write_text(json.dumps({"source": uri}))
-    os.utime(note)
+    copy.with_name(copy.name + ".json").write_text(json.dumps({"source": uri}))
 
 
 def _prune_copies(folder: Path, uri: str) -> None:

@@ -166,7 +166,7 @@ def test_bad_value_in_base_names_file_key_and_problem(config_dir: Path) -> None:
 
 
 def test_overlay_value_shadows_bad_base_value(config_dir: Path) -> None:
-    # staging.yaml sets bert.epochs: 3, so the broken base value never reaches validation
+    # an overlay that sets bert.epochs: 3 keeps the broken base value from validation
     _edit_yaml(config_dir / "staging.yaml", {"bert": {"epochs": 3}})
     _edit_yaml(config_dir / "base.yaml", {"bert": {"epochs": 0}})
     assert load_settings("staging", config_dir).bert.epochs == 3

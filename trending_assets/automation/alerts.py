@@ -12,9 +12,8 @@ Every alert goes to every channel that is up, also while another is down (a chan
 fails is not tried again in the same tick). The cursor advances only past alerts that every
 channel has, so a channel that is down gets what it missed on a later tick; the channels
 that already have an alert are not sent it again (resources/notify.py:DeliveryLedger), also
-when a tick is lost after sending. (Dagster's
-run failure sensor moves its cursor past a run even when the alert could not be sent, so
-failed runs are read here instead.)
+when a tick is lost after sending. (Dagster's run failure sensor moves its cursor past a run
+even when the alert could not be sent, so failed runs are read here instead.)
 """
 
 from __future__ import annotations
