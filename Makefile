@@ -59,7 +59,11 @@ validate: $(VENV)/.installed-run
 
 ## make deploy-check: the cluster deployment without a cluster (step Jobs, Helm values,
 ## Dockerfile, workflows, Postgres instance); README "Deploying to a cluster"
+# The Helm test renders with the real engine against TRENDING_HELM_CHART: the offline chart copy
+# beside this checkout when there is one (else the test skips and says how to set it).
+deploy-check: SHARED_CHART := $(abspath $(CURDIR)/../shared/vendor/dagster-chart)
 deploy-check: $(VENV)/.installed-test
+	$(if $(wildcard $(SHARED_CHART)/Chart.yaml),TRENDING_HELM_CHART="$${TRENDING_HELM_CHART:-$(SHARED_CHART)}") \
 	$(PY) -m pytest tests/test_k8s_jobs.py tests/test_helm_values.py tests/test_deploy_files.py \
 		tests/test_postgres_instance.py
 
