@@ -129,8 +129,10 @@ class LocalCluster:
 
 
 @contextmanager
-def local_cluster(workdir: Path) -> Iterator[LocalCluster]:
-    """Start PostgreSQL, moto's S3 server and the Kubernetes stand-in; stop them after."""
+def local_cluster(workdir: Path, extra_overlay: dict[str, Any] | None = None,
+                  ) -> Iterator[LocalCluster]:
+    """Start PostgreSQL, moto's S3 server and the Kubernetes stand-in; stop them after.
+    `extra_overlay` changes staging further (a test's longer BERT training, say)."""
     from moto.server import ThreadedMotoServer
 
     postgres = PostgresServer.create()
@@ -150,7 +152,9 @@ def local_cluster(workdir: Path) -> Iterator[LocalCluster]:
         config_dir = workdir / "configs"
         shutil.copytree(REPO_ROOT / "configs", config_dir)
         staging = yaml.safe_load((config_dir / "staging.yaml").read_text())
-        overlay = staging_overlay(workdir, s3_endpoint, write_tiny_bert(workdir / "tiny_bert"))
+        overlay = deep_merge(staging_overlay(workdir, s3_endpoint,
+                                             write_tiny_bert(workdir / "tiny_bert")),
+                             extra_overlay or {})
         (config_dir / "staging.yaml").write_text(yaml.safe_dump(deep_merge(staging, overlay)))
         secrets = {
             "trending-now-aws": {"AWS_ACCESS_KEY_ID": "rehearsal",
@@ -213,12 +217,13 @@ def code_location_pod(name: str, command: list[str]) -> dict[str, Any]:
     }
 
 
-def wait_for(condition: Callable[[], bool], deadline_s: float, what: str) -> None:
+def wait_for(condition: Callable[[], bool], deadline_s: float, what: str,
+             every_s: float = 1.0) -> None:
     end = time.monotonic() + deadline_s
     while not condition():
         if time.monotonic() > end:
             raise TimeoutError(f"{what}: not done within {deadline_s:.0f} s")
-        time.sleep(1)
+        time.sleep(every_s)
 
 
 @dataclass
@@ -257,7 +262,7 @@ def run_smoke(cluster: LocalCluster, titles: int, deadline_s: float,
         status = batch.read_namespaced_job_status("smoke", NAMESPACE).status
         return bool(status.succeeded or status.failed)
 
-    wait_for(finished, deadline_s, "the smoke Job")
+    wait_for(finished, deadline_s, "the smoke Job", every_s=0.5 if while_running else 2.0)
     status = batch.read_namespaced_job_status("smoke", NAMESPACE).status
     return RehearsalResult(0 if status.succeeded else 1, cluster.kube.job_summaries(),
                            cluster.kube.pod_log("smoke"))
