@@ -7,7 +7,7 @@ export GX_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export WANDB_SILENT := true
 
-.PHONY: run test ui lint validate clean screenshots deploy-check image
+.PHONY: run test ui lint validate clean screenshots deploy-check image rehearse
 
 # torch first, pinned: 2.13.0 is a CPU build here; an open range pulls a multi-GB CUDA build.
 $(VENV)/.installed-run: pyproject.toml
@@ -66,6 +66,11 @@ deploy-check: $(VENV)/.installed-test
 	$(if $(wildcard $(SHARED_CHART)/Chart.yaml),TRENDING_HELM_CHART="$${TRENDING_HELM_CHART:-$(SHARED_CHART)}") \
 	$(PY) -m pytest tests/test_k8s_jobs.py tests/test_helm_values.py tests/test_deploy_files.py \
 		tests/test_postgres_instance.py
+
+## make rehearse: staging on this machine: PostgreSQL, S3 (moto) and a Kubernetes API stand-in
+## that runs every step Job as a process; the CD smoke test runs in one of its pods
+rehearse: $(VENV)/.installed-test
+	$(PY) -m trending_assets.rehearsal.stack
 
 ## make image: the code location image (VARIANT=cuda for the GPU build; needs Docker)
 VARIANT ?= cpu

@@ -11,6 +11,7 @@ passes the Kubernetes schema (kubernetes-validate).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -91,9 +92,12 @@ def write_kubeconfig(path: Path) -> Path:
     return path
 
 
-def submitted_jobs(env: str, tmp_path: Path) -> dict[str, dict[str, Any]]:
-    """step key -> the serialized V1Job the executor submits, for every step of both jobs."""
-    settings = load_settings(env)
+def submitted_jobs(env: str, tmp_path: Path, settings: Settings | None = None,
+                   origin_image: str | None = IMAGE) -> dict[str, dict[str, Any]]:
+    """step key -> the serialized V1Job the executor submits, for every step of both jobs.
+    `origin_image` is the image the run's code origin carries (None: a run started by
+    `execute_job` on a reconstructable job, as the CLI does)."""
+    settings = settings or load_settings(env)
     defs = definitions.build_definitions(settings)
     values = chart_values(env)
     launcher = chart_run_launcher(values, write_kubeconfig(tmp_path / "kubeconfig"))
@@ -109,7 +113,8 @@ def submitted_jobs(env: str, tmp_path: Path) -> dict[str, dict[str, Any]]:
             mock.patch.dict(os.environ, secret_env):
         for job_name in JOBS:
             job_def = defs.resolve_job_def(job_name)
-            for step_key, body in _launch_every_step(job_def, instance, values).items():
+            for step_key, body in _launch_every_step(job_def, instance, values,
+                                                     origin_image).items():
                 jobs[step_key] = kubernetes.client.ApiClient().sanitize_for_serialization(body)
         namespaces = {c.kwargs["namespace"] for c in recorder.create_namespaced_job_with_retries
                       .call_args_list}
@@ -118,7 +123,7 @@ def submitted_jobs(env: str, tmp_path: Path) -> dict[str, dict[str, Any]]:
 
 
 def _launch_every_step(job_def: JobDefinition, instance: DagsterInstance,
-                       values: dict[str, Any]) -> dict[str, Any]:
+                       values: dict[str, Any], origin_image: str | None) -> dict[str, Any]:
     assert job_def.executor_def.name == "k8s"
     # The configured executor's config, resolved as a run resolves it (defaults filled in).
     resolved = job_def.executor_def.apply_config_mapping({})
@@ -129,7 +134,8 @@ def _launch_every_step(job_def: JobDefinition, instance: DagsterInstance,
         executor_config=resolved.value["config"], instance=instance))
     origin = reconstructable(definitions.training_job_def).get_python_origin()
     origin = origin._replace(repository_origin=origin.repository_origin._replace(
-        container_image=IMAGE, container_context=code_location_container_context(values)))
+        container_image=origin_image,
+        container_context=code_location_container_context(values)))
     run = create_run_for_test(instance, job_name=job_def.name, job_code_origin=origin)
     plan = create_execution_plan(job)
     plan_context = PlanOrchestrationContext(
@@ -284,3 +290,46 @@ def test_production_trains_bert_on_two_gpus_with_two_workers():
 def test_the_local_environment_keeps_the_multiprocess_executor():
     executor = definitions.build_executor(load_settings("local"))
     assert executor is not None and executor.name == "multiprocess"
+
+
+def test_a_cli_run_in_a_pod_gives_every_step_job_the_pods_image(tmp_path, monkeypatch):
+    """`cli run` in the code location's pod executes a reconstructable job, whose origin has
+    no image; the chart sets DAGSTER_CURRENT_IMAGE in that pod, and every step Job runs it
+    (before, the executor raised "No image included in either executor config or the job")."""
+    monkeypatch.setenv("DAGSTER_CURRENT_IMAGE", IMAGE)
+    settings = load_settings("staging")
+    assert settings.k8s.image == IMAGE
+    jobs = submitted_jobs("staging", tmp_path, settings, origin_image=None)
+    assert {_container(job)["image"] for job in jobs.values()} == {IMAGE}
+
+
+def test_configured_image_wins_and_no_image_is_refused_before_a_run(monkeypatch):
+    monkeypatch.delenv("DAGSTER_CURRENT_IMAGE", raising=False)
+    settings = load_settings("staging", overrides={"k8s": {"image": "registry/app:1"}})
+    config = definitions.build_executor(settings).apply_config_mapping({}).value["config"]
+    assert config["job_image"] == "registry/app:1"
+    assert "job_image" not in definitions.build_executor(load_settings("staging")) \
+        .apply_config_mapping({}).value["config"]
+    from trending_assets import cli
+
+    monkeypatch.setenv("APP_ENV", "staging")
+    with pytest.raises(ConfigError, match="no image for the step Jobs"):
+        cli.run(force=False)
+
+
+@pytest.mark.parametrize(("env", "gpus"), [("staging", "1"), ("production", "2")])
+def test_bert_model_carries_its_gpu_pod_as_op_tags(env, gpus):
+    """The GPU request is on the asset (dagster-k8s/config op tags, shown in the UI), equal
+    to the executor's per-step config: one source, configs/."""
+    settings = load_settings(env)
+    defs = definitions.build_definitions(settings)
+    tags = defs.get_assets_def("bert_model").op.tags
+    tagged = json.loads(tags["dagster-k8s/config"])
+    executor = defs.resolve_job_def("train_models").executor_def
+    per_step = executor.apply_config_mapping({}).value["config"]["per_step_k8s_config"]
+    # The resolved executor config adds empty defaults for the sections the tags leave out.
+    assert {k: v for k, v in per_step["bert_model"].items() if v} == tagged
+    assert tagged["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == gpus
+    assert tagged["pod_spec_config"]["node_selector"] == {"trending-now/node-pool": "gpu"}
+    for name in ("xgboost_model", "tfidf_features", "data_splits"):
+        assert "dagster-k8s/config" not in defs.get_assets_def(name).op.tags

@@ -161,6 +161,9 @@ def format_summary(rows: list[SummaryRow]) -> str:
 
 def run(force: bool) -> int:
     settings = load_settings()
+    if settings.executor == "k8s" and settings.k8s.image is None:
+        raise ConfigError("executor k8s: no image for the step Jobs; set k8s.image or run "
+                          "where $DAGSTER_CURRENT_IMAGE is set (the code location's pod)")
     instance = DagsterInstance.get()
     seeded = seed_landing(settings, instance)
     if seeded:

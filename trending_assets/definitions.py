@@ -1,6 +1,6 @@
 """The code location: one Definitions object; resources and executor chosen by APP_ENV."""
 
-from dagster import Definitions, ExecutorDefinition, multiprocess_executor
+from dagster import AssetsDefinition, Definitions, ExecutorDefinition, multiprocess_executor
 
 from resources.io_manager import ArtifactIOManager
 from resources.registry import ModelRegistryResource
@@ -14,11 +14,16 @@ from trending_assets.assets.evaluation import (
 from trending_assets.assets.features import data_splits, tfidf_features
 from trending_assets.assets.ingestion import raw_titles, training_data
 from trending_assets.assets.registry import registered_bert_model, registered_xgboost_model
-from trending_assets.assets.training import bert_model, reference_model, xgboost_model
+from trending_assets.assets.training import (
+    bert_model,
+    build_bert_model,
+    reference_model,
+    xgboost_model,
+)
 from trending_assets.assets.tuning import xgboost_hyperparameters
 from trending_assets.automation.landing import ingest_job, training_job
 from trending_assets.automation.wiring import automation_resources, build_automation
-from trending_assets.k8s import executor_config
+from trending_assets.k8s import executor_config, step_op_tags
 from trending_assets.settings import Settings, SettingsResource, load_settings
 
 ASSETS = [
@@ -65,9 +70,16 @@ def build_executor(settings: Settings) -> ExecutorDefinition | None:
     return multiprocess_executor.configured({"max_concurrent": 2})
 
 
+def build_assets(settings: Settings) -> list[AssetsDefinition]:
+    """ASSETS with this environment's GPU step tags (the GPU limit, node pool and /dev/shm
+    of `k8s.steps.bert_model`) on bert_model."""
+    tagged = build_bert_model(step_op_tags(settings.k8s, bert_model.node_def.name))
+    return [tagged if a is bert_model else a for a in ASSETS]
+
+
 def build_definitions(settings: Settings, overrides: str = "{}") -> Definitions:
     # Sensors, schedules, automation conditions and freshness policies from `automation:`.
-    automation = build_automation(ASSETS, settings)
+    automation = build_automation(build_assets(settings), settings)
     return Definitions(
         assets=automation.assets,
         jobs=[ingest_job, training_job],

@@ -3,7 +3,10 @@
 Each step (op) runs as its own Kubernetes Job. The executor's `step_k8s_config` sizes every
 step; its `per_step_k8s_config` (keyed by op name) overrides that for the heavy steps: CPU
 and memory requests/limits, GPUs, the node pool (node selector + tolerations), /dev/shm and
-a deadline. The asset modules carry no Kubernetes tags: a pod size is configuration.
+a deadline. A GPU step also carries the same config as its `dagster-k8s/config` op tag
+(`step_op_tags`), the standard place for it, so any k8s launcher or executor sees the GPU
+request and the UI shows it on the asset. The image comes from `k8s.image` (the code
+location's $DAGSTER_CURRENT_IMAGE by default), so every launch path carries it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 from trending_assets.settings import ConfigError, K8sSettings, StepPod
 
 SHM_VOLUME = "dshm"
+K8S_CONFIG_TAG = "dagster-k8s/config"
 
 
 def step_k8s_config(step: StepPod, k8s: K8sSettings) -> dict[str, Any]:
@@ -46,6 +50,12 @@ def step_pod(k8s: K8sSettings, op_name: str) -> StepPod:
     return k8s.steps.get(op_name, k8s.default_step)
 
 
+def step_op_tags(k8s: K8sSettings, op_name: str) -> dict[str, Any] | None:
+    """`dagster-k8s/config` op tags for a step that asks for GPUs (None for the others)."""
+    pod = step_pod(k8s, op_name)
+    return {K8S_CONFIG_TAG: step_k8s_config(pod, k8s)} if pod.gpus else None
+
+
 def executor_config(k8s: K8sSettings, op_names: Iterable[str]) -> dict[str, Any]:
     """Config for `k8s_job_executor.configured(...)`; `op_names` are the graph's steps."""
     known = set(op_names)
@@ -59,6 +69,8 @@ def executor_config(k8s: K8sSettings, op_names: Iterable[str]) -> dict[str, Any]
         "per_step_k8s_config": {name: step_k8s_config(step, k8s)
                                 for name, step in sorted(k8s.steps.items())},
     }
+    if k8s.image is not None:
+        config["job_image"] = k8s.image
     if k8s.max_concurrent_steps is not None:
         config["max_concurrent"] = k8s.max_concurrent_steps
     return config

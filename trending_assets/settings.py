@@ -1,8 +1,8 @@
 """Configuration: `configs/base.yaml` + one overlay per environment, validated by pydantic.
 
 This is the only module that reads environment variables (`APP_ENV`, `TRENDING_CONFIG_DIR`,
-`TRENDING_ROOT`, `TRENDING_CODE_VERSION`). Everything else receives a validated
-`Settings` object or plain values taken from it.
+`TRENDING_ROOT`, `TRENDING_CODE_VERSION`, `DAGSTER_CURRENT_IMAGE`). Everything else receives a
+validated `Settings` object or plain values taken from it.
 """
 
 from __future__ import annotations
@@ -547,6 +547,9 @@ class StepPod(_Strict):
 class K8sSettings(_Strict):
     """Pods of the k8s_job_executor: one Kubernetes Job per step (op), sized per step."""
 
+    image: str | None = Field(
+        None, description="the image every step Job runs; null = $DAGSTER_CURRENT_IMAGE, which "
+                          "the Helm chart sets in the code location's pod")
     gpu_resource: str = Field("nvidia.com/gpu", description="extended resource name of a GPU")
     job_ttl_seconds: int = Field(
         86400, ge=0, description="finished Jobs (and their pod logs) are deleted after this")
@@ -714,6 +717,8 @@ def load_settings(
     merged["config_dir"] = str(folder.resolve())
     if not merged.get("code_version"):
         merged["code_version"] = os.environ.get("TRENDING_CODE_VERSION") or None
+    if os.environ.get("DAGSTER_CURRENT_IMAGE") and not (merged.get("k8s") or {}).get("image"):
+        merged["k8s"] = {**(merged.get("k8s") or {}), "image": os.environ["DAGSTER_CURRENT_IMAGE"]}
     root = Path(os.environ.get("TRENDING_ROOT") or REPO_ROOT)
     merged = _resolve_local_paths(merged, root)
     try:

@@ -1,12 +1,19 @@
 """Model training assets: reference (linear), XGBoost and BERT, each tracked in W&B."""
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, MetadataValue, Output, RetryPolicy, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    MetadataValue,
+    Output,
+    RetryPolicy,
+    asset,
+)
 
 from resources.model_files import local_model_folder
 from resources.storage import ArtifactStore, artifact_root
@@ -27,6 +34,12 @@ from trending_assets.settings import SettingsResource
 REFERENCE_MODEL_CODE_VERSION = "1"
 XGBOOST_MODEL_CODE_VERSION = "1"
 BERT_MODEL_CODE_VERSION = "2"
+
+
+def training_pool(family: str) -> str:
+    """The concurrency pool of a family's training step: the instance allows one step in each
+    at a time, so two runs never train the same family at once (configs/dagster*.yaml, Helm)."""
+    return f"train_{family}"
 
 
 def train_tracked(
@@ -60,7 +73,7 @@ def train_tracked(
 
 
 @asset(group_name="models", kinds={"scikitlearn", "wandb"}, owners=ML_OWNERS,
-       code_version=REFERENCE_MODEL_CODE_VERSION,
+       code_version=REFERENCE_MODEL_CODE_VERSION, pool=training_pool("reference"),
        description="TF-IDF + one-vs-rest logistic regression: the simplest model that works.")
 def reference_model(
     context: AssetExecutionContext, settings: SettingsResource, tracker: WandbTracker,
@@ -75,7 +88,7 @@ def reference_model(
 
 
 @asset(group_name="models", kinds={"xgboost", "wandb"}, owners=ML_OWNERS,
-       code_version=XGBOOST_MODEL_CODE_VERSION,
+       code_version=XGBOOST_MODEL_CODE_VERSION, pool=training_pool("xgboost"),
        description="XGBoost boosted from out-of-fold linear genre scores, on those scores + "
                    "chi-squared-selected TF-IDF terms (sparse), early-stopped on validation. "
                    "Parameters: settings `xgboost` (the optional xgboost_hyperparameters asset "
@@ -107,58 +120,67 @@ class ArtifactCheckpoints:
         return self.store.get_bytes(f"{self.prefix}/{name}")  # FileNotFoundError if absent
 
 
-@asset(group_name="models", kinds={"pytorch", "huggingface", "wandb"}, owners=ML_OWNERS,
-       code_version=BERT_MODEL_CODE_VERSION,
-       retry_policy=RetryPolicy(max_retries=3, delay=10),
-       description="BERT-family transformer (bundled MiniLM by default) fine-tuned for "
-                   "multi-label genres.")
-def bert_model(
-    context: AssetExecutionContext, settings: SettingsResource, tracker: WandbTracker,
-    data_splits: TitleSplits,
-) -> Output[BertGenreModel]:
-    config = settings.get()
-    params = BertParams(**config.bert.model_dump(exclude={"processes"}))
-    # An s3:// base model is copied once into the local cache; W&B still records the URI.
-    fit_params = replace(params, model_path=local_model_folder(
-        params.model_path, config.storage.cache, config.storage.s3_endpoint_url))
-    # What training starts from, hashed now: registration records this, not the base folder
-    # as it is by then.
-    base_model = base_model_record(config.bert.model_dump(), fit_params.model_path)
-    store = artifact_root(config.storage)
-    checkpoints = ArtifactCheckpoints(store, f"checkpoints/bert/{context.run.run_id}")
-    s = data_splits
-    figures: dict[str, Any] = {}
+def build_bert_model(op_tags: Mapping[str, Any] | None = None) -> AssetsDefinition:
+    """The bert_model asset; `op_tags` carry its pod (GPU limit, node pool, /dev/shm) as
+    `dagster-k8s/config`, built from `k8s:` in configs/ by trending_assets.k8s."""
 
-    def fit(run: TrackedRun) -> BertGenreModel:
-        def log_and_report(metrics: dict[str, float]) -> None:
-            run.log(metrics)
-            # Every epoch, every 100 steps and a resumption in the Dagster logs too.
-            if ({"val/macro_f1", "resumed_from_step"} & set(metrics)
-                    or metrics.get("step", 1) % 100 == 0):
-                context.log.info("bert " + ", ".join(
-                    f"{k}={v:.4g}" for k, v in metrics.items()))
+    @asset(group_name="models", kinds={"pytorch", "huggingface", "wandb"}, owners=ML_OWNERS,
+           code_version=BERT_MODEL_CODE_VERSION, pool=training_pool("bert"),
+           op_tags=op_tags, retry_policy=RetryPolicy(max_retries=3, delay=10),
+           description="BERT-family transformer (bundled MiniLM by default) fine-tuned for "
+                       "multi-label genres.")
+    def bert_model(
+        context: AssetExecutionContext, settings: SettingsResource, tracker: WandbTracker,
+        data_splits: TitleSplits,
+    ) -> Output[BertGenreModel]:
+        config = settings.get()
+        params = BertParams(**config.bert.model_dump(exclude={"processes"}))
+        # An s3:// base model is copied once into the local cache; W&B still records the URI.
+        fit_params = replace(params, model_path=local_model_folder(
+            params.model_path, config.storage.cache, config.storage.s3_endpoint_url))
+        # What training starts from, hashed now: registration records this, not the base folder
+        # as it is by then.
+        base_model = base_model_record(config.bert.model_dump(), fit_params.model_path)
+        store = artifact_root(config.storage)
+        checkpoints = ArtifactCheckpoints(store, f"checkpoints/bert/{context.run.run_id}")
+        s = data_splits
+        figures: dict[str, Any] = {}
 
-        if config.bert.processes == 1:
-            training = train_bert(s.texts("train"), s.labels("train"), s.texts("val"),
-                                  s.labels("val"), s.genres, fit_params,
-                                  log_fn=log_and_report,
-                                  checkpoints=checkpoints, tracker_run_id=run.path)
-            model = training.model
-            figures.update(training.fit.summary())
-        else:  # torchrun workers in a subprocess; checkpoints carried over while they train
-            model, launched = train_bert_processes(
-                s, fit_params, config.bert.processes, checkpoints, run.path, log_and_report,
-                context.log.debug)
-            figures.update(launched)
-        run.summarize({"base_model": base_model,
-                       **{k: v for k, v in figures.items() if v is not None}})
-        model.base_model = base_model
-        return model
+        def fit(run: TrackedRun) -> BertGenreModel:
+            def log_and_report(metrics: dict[str, float]) -> None:
+                run.log(metrics)
+                # Every epoch, every 100 steps and a resumption in the Dagster logs too.
+                if ({"val/macro_f1", "resumed_from_step"} & set(metrics)
+                        or metrics.get("step", 1) % 100 == 0):
+                    context.log.info("bert " + ", ".join(
+                        f"{k}={v:.4g}" for k, v in metrics.items()))
 
-    output = train_tracked(context, settings, tracker, "bert", params,
-                           table_version(s.table), fit)
-    discard_checkpoints(checkpoints)  # the model is stored: nothing is left to resume
-    return Output(output.value, metadata={
-        **output.metadata, "checkpoints": MetadataValue.path(store.uri_of(checkpoints.prefix)),
-        "base_model": MetadataValue.json(base_model),
-        **{k: v for k, v in figures.items() if v is not None}})
+            if config.bert.processes == 1:
+                training = train_bert(s.texts("train"), s.labels("train"), s.texts("val"),
+                                      s.labels("val"), s.genres, fit_params,
+                                      log_fn=log_and_report,
+                                      checkpoints=checkpoints, tracker_run_id=run.path)
+                model = training.model
+                figures.update(training.fit.summary())
+            else:  # torchrun workers in a subprocess; checkpoints carried over while they train
+                model, launched = train_bert_processes(
+                    s, fit_params, config.bert.processes, checkpoints, run.path, log_and_report,
+                    context.log.debug)
+                figures.update(launched)
+            run.summarize({"base_model": base_model,
+                           **{k: v for k, v in figures.items() if v is not None}})
+            model.base_model = base_model
+            return model
+
+        output = train_tracked(context, settings, tracker, "bert", params,
+                               table_version(s.table), fit)
+        discard_checkpoints(checkpoints)  # the model is stored: nothing is left to resume
+        return Output(output.value, metadata={
+            **output.metadata, "checkpoints": MetadataValue.path(store.uri_of(checkpoints.prefix)),
+            "base_model": MetadataValue.json(base_model),
+            **{k: v for k, v in figures.items() if v is not None}})
+
+    return bert_model
+
+
+bert_model = build_bert_model()
