@@ -73,6 +73,13 @@ class Alert:
         return asdict(self)
 
 
+def slack_text(text: str) -> str:
+    """`text` without Slack's control sequences: `<...>` is a link or a mention there (a
+    landing file named `<https://e|click>` would be a link), so `<` and `>` become entities.
+    `&` stays: alone it starts no link, and the UI links keep their `&`."""
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
 class NotifierChannel(Config):
     kind: Literal["slack", "webhook", "log"]
     url: str | None = None
@@ -279,6 +286,6 @@ class NotifierResource(ConfigurableResource):
             # Checked when the configuration loads too; a URL from the environment only here.
             raise NotifyError(f"alert not sent: the {channel.kind} channel's URL {problem}")
         elif channel.kind == "slack":
-            _post_json(channel.url, {"text": alert.text()}, self.timeout_seconds)
+            _post_json(channel.url, {"text": slack_text(alert.text())}, self.timeout_seconds)
         else:
             _post_json(channel.url, alert.as_json(), self.timeout_seconds)

@@ -311,6 +311,7 @@ class Endpoint:
 
     def __init__(self, respond) -> None:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.bodies: list[bytes] = []
         self.stop = threading.Event()  # the fixture ends: stop writing
         self.finished = threading.Event()  # a handler has returned
         self.written = 0  # reply bytes the client accepted
@@ -319,7 +320,8 @@ class Endpoint:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 endpoint.requests.append((self.command, self.path, dict(self.headers)))
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                endpoint.bodies.append(self.rfile.read(int(self.headers.get("Content-Length")
+                                                            or 0)))
                 try:
                     respond(self, endpoint)
                 except OSError:  # the client hung up: what a deadline or a cap does
@@ -374,6 +376,11 @@ def huge_reply(handler: BaseHTTPRequestHandler, endpoint: Endpoint) -> None:
 def redirect(handler: BaseHTTPRequestHandler, endpoint: Endpoint) -> None:
     handler.wfile.write(f"HTTP/1.1 302 Found\r\nLocation: {endpoint.url}/elsewhere?sig=qsecret"
                         "\r\nContent-Length: 0\r\n\r\n".encode())
+
+
+def answer_slowly(handler: BaseHTTPRequestHandler, endpoint: Endpoint) -> None:
+    endpoint.stop.wait(1.5)  # well inside the deadline: every alert is delivered
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 
 
 def refuse(handler: BaseHTTPRequestHandler, endpoint: Endpoint) -> None:
@@ -479,3 +486,41 @@ def test_a_channel_that_is_not_http_is_refused_at_load_and_at_send(
         notifier.send(ALERT)
     assert str(error.value) == (f"alert not sent: the webhook channel's URL must be an http:// "
                                 f"or https:// URL, not {scheme}: alerts are only ever POSTed")
+
+
+def test_a_tick_starts_no_alert_after_its_interval(endpoint_for, tmp_path, tiny_bert_dir):
+    slow = endpoint_for(answer_slowly)
+    settings = load_settings("local", write_test_configs(
+        tmp_path / "configs", tmp_path / "root", tiny_bert_dir, {
+            "automation": {"freshness": {"gated": {"fail_hours": 2}}},
+            "alerts": {"minimum_interval_seconds": 5}}))
+    notifier = NotifierResource(channels=[NotifierChannel(kind="webhook", url=slow.url)],
+                                timeout_seconds=5)
+    with instance_for_test() as instance:
+        ticker = AlertTicker(instance, settings, notifier)
+        ticker.tick()
+        for at in range(6):  # six alerts of 1.5 s each: 9 s, longer than the 5 s interval
+            instance._report_runless_asset_event(FreshnessStateChange(
+                key=AssetKey("gated"), new_state=FreshnessState.FAIL,
+                previous_state=FreshnessState.PASS, state_change_timestamp=float(at)))
+        started = time.monotonic()
+        ticker.tick()
+        first = len(slow.bodies)
+        assert 1 <= first < 6 and time.monotonic() - started < 5 + 1.5 + 3
+        for _ in range(5):  # each later tick sends what the one before left
+            if len(slow.bodies) == 6:
+                break
+            ticker.tick()
+        assert isinstance(ticker.tick().skip_reason, SkipReason)
+    changed_at = [json.loads(body)["details"]["changed_at"] for body in slow.bodies]
+    assert changed_at == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # each once, in order
+
+
+def test_slack_text_shows_angle_brackets_literally(slack_receiver):
+    notifier = NotifierResource(channels=[NotifierChannel(
+        kind="slack", url=f"{slack_receiver.url}/slack")])
+    notifier.send(Alert(kind="quarantined", severity="ERROR", url="u",
+                        summary="landing file <https://e|click> & <!channel> quarantined"))
+    (payload,) = slack_receiver.payloads("/slack")
+    assert payload["text"].splitlines()[0] == (
+        "[ERROR] landing file &lt;https://e|click&gt; & &lt;!channel&gt; quarantined")
