@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 from dagster import Config, ConfigurableResource, DagsterInstance
 
@@ -187,6 +187,14 @@ def _left(deadline: float) -> float:
     return left
 
 
+def _scrubbed(text: str, parts: SplitResult) -> str:
+    """`text` without the URL's secret parts: http.client quotes a path it refuses."""
+    for secret in (parts.path, parts.query, parts.username, parts.password):
+        if secret and len(secret) > 1:
+            text = text.replace(secret, "<redacted>")
+    return text
+
+
 def _post_json(url: str, payload: dict[str, Any], timeout: float) -> None:
     """POST `payload` to `url` (checked by `channel_url_problem`); connecting, TLS,
     sending and the reply all end by one deadline `timeout` seconds from now. A redirect
@@ -216,9 +224,8 @@ def _post_json(url: str, payload: dict[str, Any], timeout: float) -> None:
         finally:
             sock.close()
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        # Only the exception's own words: they hold no URL (the URL may carry a secret).
         why = "no complete reply within the deadline" if isinstance(exc, TimeoutError) \
-            else f"{type(exc).__name__}: {exc}"[:300]
+            else _scrubbed(f"{type(exc).__name__}: {exc}"[:300], parts)
         raise NotifyError(f"alert not delivered to {where} (timeout {timeout:g} s): {why}"
                           ) from None
     if 300 <= response.status < 400:

@@ -463,6 +463,15 @@ def test_credentials_in_a_channel_url_are_sent_never_shown(endpoint_for, setting
     assert "s3cret" not in logged and "alice" not in logged
     assert note in logged  # the log was captured: the check above can fail
 
+    # a path http.client refuses is quoted in its error: not in ours
+    notifier = NotifierResource(channels=[NotifierChannel(kind="webhook",
+                                                          url=f"{down.url}/T0/se cret")])
+    with pytest.raises(NotifyError) as error:
+        notifier.send(ALERT)
+    assert str(error.value) == (f"alert not delivered to {down.url} (timeout 10 s): InvalidURL: "
+                                "URL can't contain control characters. '<redacted>' (found at "
+                                "least ' ')")
+
 
 @pytest.mark.parametrize("url", ["file:///etc/hostname", "data:text/plain,ok"])
 def test_a_channel_that_is_not_http_is_refused_at_load_and_at_send(
