@@ -16,7 +16,16 @@ from typing import Any, Literal
 
 import yaml
 from dagster import ConfigurableResource
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from resources.notify import channel_url_problem
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENVIRONMENTS = ("local", "staging", "production")
@@ -466,11 +475,20 @@ class AlertChannel(_Strict):
             raise ValueError(f"a {self.kind} channel needs `url` or `url_env`")
         return self
 
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, url: str | None) -> str | None:
+        problem = None if url is None else channel_url_problem(url)
+        if problem:
+            raise ValueError(f"the channel URL {problem}")
+        return url
+
 
 class AlertSettings(_Strict):
     channels: tuple[AlertChannel, ...] = (AlertChannel(kind="log"),)
     ui_base_url: str = Field("http://127.0.0.1:3000", description="links in alert messages")
-    timeout_seconds: float = Field(10.0, gt=0)
+    timeout_seconds: float = Field(
+        10.0, gt=0, description="per delivery, for all of it: connect, send, whole reply")
     minimum_interval_seconds: int = Field(30, ge=5)
     max_events_per_tick: int = Field(
         200, ge=1, description="per tick: freshness events read, and latest executions of "

@@ -47,6 +47,7 @@ from trending_assets.checks.data_quality import (
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
 from trending_assets.ml.dataset import build_training_table
 from trending_assets.ml.drift import DriftProfile, profile_table
+from trending_assets.ml.markdown import md_bullets, md_table
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.settings import Settings, SettingsResource
 
@@ -70,7 +71,7 @@ LABELS_COLUMN = TableColumn(
 
 
 def _bullets(items: list[str]) -> MetadataValue:
-    return MetadataValue.md("\n".join(f"- {i}" for i in items) if items else "none")
+    return MetadataValue.md(md_bullets(items))
 
 
 @asset(
@@ -131,7 +132,8 @@ def raw_titles(
             "columns": list(frame.columns),
             "extra_columns": load.extra_columns,
             "quarantine_cleared": cleared,
-            "preview": MetadataValue.md(frame.head(5).to_markdown(index=False)),
+            "preview": MetadataValue.md("\n".join(md_table(
+                list(frame.columns), frame.head(5).itertuples(index=False)))),
         })
     yield batch_quality_result(assessment, record_uri)
 
@@ -181,13 +183,11 @@ def _drift_baseline(store: ArtifactStore, config: Settings, taxonomy: Taxonomy,
 def _quarantine_table(records: dict[str, dict[str, Any]], stored: set[str]) -> str:
     if not records:
         return "none"
-    lines = ["| file | quarantined at | in training_data | first reason |",
-             "| --- | --- | --- | --- |"]
-    for name, record in sorted(records.items()):
-        used = "earlier accepted version" if name in stored else "no"
-        reason = str((record.get("reasons") or ["?"])[0]).replace("|", "\\|")
-        lines.append(f"| {name} | {record.get('quarantined_at', '?')} | {used} | {reason} |")
-    return "\n".join(lines)
+    return "\n".join(md_table(
+        ("file", "quarantined at", "in training_data", "first reason"),
+        [(name, record.get("quarantined_at", "?"),
+          "earlier accepted version" if name in stored else "no",
+          (record.get("reasons") or ["?"])[0]) for name, record in sorted(records.items())]))
 
 
 @asset(

@@ -19,6 +19,7 @@ even when the alert could not be sent, so failed runs are read here instead.)
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -232,7 +233,12 @@ def send_pending_alerts(instance: DagsterInstance, notifier: NotifierResource,
                         settings: Settings, check_keys: Sequence[AssetCheckKey],
                         raw_cursor: str | None) -> tuple[list[Alert], str, str]:
     """Send the alerts not sent yet; returns (sent, new cursor, note). On the first tick
-    (no cursor) nothing is sent: alerts start from now, not the instance's history."""
+    (no cursor) nothing is sent: alerts start from now, not the instance's history.
+
+    No alert is started once the tick has run for the sensor's interval: channels that
+    are slow but answer would otherwise hold one tick for an alert's deadline per alert.
+    What is left waits for the next tick (the cursor stops before it)."""
+    stop_at = time.monotonic() + settings.alerts.minimum_interval_seconds
     links = UiLinks(settings.alerts.ui_base_url)
     window = settings.alerts.max_events_per_tick
     failed = failed_executions(instance, check_keys, window)
@@ -255,7 +261,11 @@ def send_pending_alerts(instance: DagsterInstance, notifier: NotifierResource,
         EventRecordsFilter(event_type=DagsterEventType.FRESHNESS_STATE_CHANGE,
                            after_cursor=cursor.freshness_after), limit=window, ascending=True)]
     pending += [("run", r) for r in _run_failures(instance, cursor.runs_after, window)]
-    for source, item in pending:
+    unsent = 0
+    for index, (source, item) in enumerate(pending):
+        if time.monotonic() >= stop_at:
+            unsent = len(pending) - index
+            break
         alert = (freshness_alert(item, instance, settings, links) if source == "freshness"
                  else run_failure_alert(item, instance, links) if source == "run"
                  else check_alert(item, links))
@@ -279,6 +289,9 @@ def send_pending_alerts(instance: DagsterInstance, notifier: NotifierResource,
         else:
             cursor.checks.setdefault(source, []).append(item.id)
     note = "waiting for " + "; ".join(sorted(set(down.values()))) if down else ""
+    if unsent:
+        note = "; ".join(filter(None, [note, f"{unsent} events left for the next tick (this "
+                                              "one ran for its interval)"]))
     return sent, _advanced(cursor, failed).dump(), note
 
 

@@ -35,6 +35,7 @@ from trending_assets.checks.gx_suites import (
 )
 from trending_assets.ml import drift
 from trending_assets.ml.dataset import TrainingTableStats
+from trending_assets.ml.markdown import md_bullets, md_table
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.settings import Settings
 
@@ -159,18 +160,8 @@ def evaluate_training_gates(
 # Markdown helpers
 
 
-def _md(text: Any) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
-
-
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _bullets(items: Sequence[str]) -> str:
-    return "\n".join(f"- {_md(i)}" for i in items) if items else "none"
+    return "\n".join(md_table(header, rows))
 
 
 def _offending_rows(suite: SuiteOutcome) -> str:
@@ -201,8 +192,8 @@ def batch_quality_result(assessment: BatchAssessment,
         "format": str(assessment.load.format),
         "rows_read": assessment.rows,
         "quarantined": assessment.quarantined,
-        "reasons": MetadataValue.md(_bullets(assessment.reasons)),
-        "warnings": MetadataValue.md(_bullets(assessment.warnings)),
+        "reasons": MetadataValue.md(md_bullets(assessment.reasons)),
+        "warnings": MetadataValue.md(md_bullets(assessment.warnings)),
         "extra_columns": assessment.load.extra_columns,
     }
     if record_uri:

@@ -45,6 +45,7 @@ from trending_assets.ml.dataset import (
     TEXT_COLUMNS,
     integer_years,
 )
+from trending_assets.ml.markdown import md_table
 from trending_assets.ml.taxonomy import Taxonomy
 
 # Great Expectations 1.x sends usage analytics (to a remote endpoint) unless this is set
@@ -142,22 +143,14 @@ class SuiteOutcome:
             head = f"**{self.suite}**: {failed} of {total} expectations FAILED"
             if warned:
                 head += f" ({_plural(warned, 'warning')})"
-        lines = [
-            head,
-            "",
-            "| expectation | result | observed | expected | sample |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for o in self.outcomes:
-            result = "pass" if o.success else "**FAIL**" if o.severity == ERROR else "**WARN**"
-            cells = [o.expectation, result, o.observed, o.expected, ", ".join(o.sample)]
-            lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
-        return "\n".join(lines)
+        rows = [(o.expectation, _result(o), o.observed, o.expected, ", ".join(o.sample))
+                 for o in self.outcomes]
+        return "\n".join([head, "", *md_table(
+            ("expectation", "result", "observed", "expected", "sample"), rows)])
 
 
-def _md_cell(text: str) -> str:
-    # Labels are joined by "|", which would split a markdown table cell.
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
+def _result(o: ExpectationOutcome) -> str:
+    return "pass" if o.success else "**FAIL**" if o.severity == ERROR else "**WARN**"
 
 
 def _short(value: Any) -> str:

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trending_assets.ml.markdown import md_cell
+
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 METRICS = ("macro_f1", "micro_f1", "micro_precision", "micro_recall")
 ALIASES_FOR = {"staging": ["staging"], "production": ["staging", "production"]}
@@ -329,7 +331,7 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}"
-    return str(value).replace("|", "\\|")
+    return md_cell(value)
 
 
 def criteria_markdown(criteria: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from trending_assets.ml.gate import criteria_markdown
+from trending_assets.ml.markdown import md_table
 
 CARD_SCHEMA = "trending-now/model-card/v1"
 
@@ -80,12 +81,10 @@ def derived_limitations(evaluation: Any, gate: Mapping[str, Any]) -> list[str]:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    def cell(v: Any) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v).replace("|", "\\|")
-
-    return ["| " + " | ".join(header) + " |",
-            "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
-            *("| " + " | ".join(cell(v) for v in row) + " |" for row in rows)]
+    """Names left, numbers right, floats to 3 decimals."""
+    return md_table(header, [[f"{v:.3f}" if isinstance(v, float) else v for v in row]
+                             for row in rows],
+                    align=["---"] + ["---:"] * (len(header) - 1))
 
 
 def model_card_markdown(card: Mapping[str, Any]) -> str:

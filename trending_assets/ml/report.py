@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from trending_assets.ml.dataset import OOD_SPLIT, TitleSplits
+from trending_assets.ml.markdown import md_cell
 from trending_assets.ml.metrics import apply_thresholds, choose_thresholds, multilabel_metrics
 
 METRICS_FILE = "metrics.json"
@@ -65,11 +66,11 @@ class EvaluationResult:
 
     def to_markdown(self) -> str:
         """A readable report: headline, baseline delta, slices, per-genre table."""
-        lines = [f"# Evaluation: {_cell(self.model_name)}", ""]
+        lines = [f"# Evaluation: {md_cell(self.model_name)}", ""]
         lines += _summary_table("split", [("test", self.overall), ("validation", self.validation)])
         lines.append("")
         if self.baseline is not None:
-            name = _cell(str(self.baseline.get("model_name", "baseline")))
+            name = md_cell(str(self.baseline.get("model_name", "baseline")))
             lines += [
                 f"## Versus baseline `{name}`",
                 "",
@@ -107,7 +108,7 @@ class EvaluationResult:
                 "|---:|---|---|---:|---:|",
             ]
             for rank, c in enumerate(confusions, start=1):
-                lines.append(f"| {rank} | {_cell(c['tagged'])} | {_cell(c['predicted'])} "
+                lines.append(f"| {rank} | {md_cell(c['tagged'])} | {md_cell(c['predicted'])} "
                              f"| {c['titles']} | {c['share']:.3f} |")
             lines.append("")
         return "\n".join(lines)
@@ -289,17 +290,13 @@ def _pr_curve(y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def _format(value: Any, signed: bool = False) -> str:
     """A markdown table cell: floats to 3 decimals, a missing number as a dash."""
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:+.3f}" if signed else f"{value:.3f}"
-    return _cell(str(value))
+    return md_cell(value)
 
 
 def _by_support(per_genre: Mapping[str, Mapping[str, Any]], genres: Sequence[str]) -> list[str]:
@@ -313,7 +310,7 @@ def _summary_table(first: str, rows: Sequence[tuple[str, Mapping[str, Any]]]) ->
     ]
     for name, m in rows:
         lines.append(
-            f"| {_cell(name)} | {m['samples']} | {m['macro_f1']:.3f} | {m['micro_f1']:.3f} "
+            f"| {md_cell(name)} | {m['samples']} | {m['macro_f1']:.3f} | {m['micro_f1']:.3f} "
             f"| {m['micro_precision']:.3f} | {m['micro_recall']:.3f} |"
         )
     return lines
