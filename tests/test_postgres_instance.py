@@ -12,16 +12,10 @@ sensor's cursor and ticks, and the sensor must resume from its cursor.
 from __future__ import annotations
 
 import logging
-import os
-import pwd
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg2
 import pytest
 from dagster import (
     AssetCheckKey,
@@ -49,12 +43,10 @@ from dagster._daemon.sensor import execute_sensor_iteration
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from resources.notify import DeliveryLedger
-from tests.ports import free_port  # absolute: Dagster also loads this file by path
+from trending_assets.rehearsal.services import PostgresServer, ServiceError
 
 REPO = Path(__file__).resolve().parents[1]
 INSTANCE_CONFIG = REPO / "configs" / "dagster-production.yaml"
-PG_USER, PG_PASSWORD, PG_DB = "dagster", "test-only-password", "dagster"
-PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 
 # --- a small graph: two assets, a check, and a sensor that keeps a cursor ----------------
@@ -91,85 +83,18 @@ small_defs = Definitions(assets=[numbers, total], asset_checks=[numbers_are_posi
 
 # --- the server -------------------------------------------------------------------------
 
-def pg_binary(name: str) -> str:
-    found = shutil.which(name) or next(
-        (str(d / name) for d in PG_BIN_DIRS if (d / name).exists()), None)
-    if found is None:
-        pytest.fail(f"PostgreSQL's {name} is not installed: run .ci/run (it installs the "
-                    "Debian package postgresql) or `apt-get install postgresql`")
-    return found
-
-
-def unprivileged_user() -> str | None:
-    """PostgreSQL refuses to run as root: then run it as `postgres` (or `nobody`)."""
-    if os.geteuid() != 0:
-        return None
-    for name in ("postgres", "nobody"):
-        try:
-            pwd.getpwnam(name)
-            return name
-        except KeyError:
-            continue
-    pytest.fail("running as root and neither a `postgres` nor a `nobody` user exists")
-
-
-
-
-@dataclass
-class PostgresServer:
-    folder: Path
-    port: int
-    user: str | None
-
-    def _run(self, *args: str) -> None:
-        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
-        result = subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=60)
-        if result.returncode != 0:
-            log = self.folder / "server.log"
-            pytest.fail(f"{' '.join(args[:2])} failed ({result.returncode}): {result.stderr}"
-                        f"\n{log.read_text() if log.exists() else ''}")
-
-    def init(self) -> None:
-        password_file = self.folder / "password"
-        password_file.write_text(PG_PASSWORD + "\n")
-        if self.user:
-            entry = pwd.getpwnam(self.user)
-            for path in (self.folder, password_file):
-                os.chown(path, entry.pw_uid, entry.pw_gid)
-        self._run(pg_binary("initdb"), "-D", str(self.folder / "data"), "-U", PG_USER,
-                  "--auth=scram-sha-256", f"--pwfile={password_file}", "-E", "UTF8",
-                  "--no-sync")
-
-    def start(self) -> None:
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} "
-                   f"-c unix_socket_directories={self.folder} -c fsync=off")
-        self._run(pg_binary("pg_ctl"), "-D", str(self.folder / "data"), "-l",
-                  str(self.folder / "server.log"), "-o", options, "-w", "-t", "30", "start")
-
-    def stop(self) -> None:
-        self._run(pg_binary("pg_ctl"), "-D", str(self.folder / "data"), "-m", "fast", "-w",
-                  "stop")
-
-
 @pytest.fixture
 def postgres() -> Iterator[PostgresServer]:
-    # Not under pytest's tmp_path: its parents are private to root.
-    server = PostgresServer(Path(tempfile.mkdtemp(prefix="trending-pg-")), free_port(),
-                            unprivileged_user())
+    server = PostgresServer.create()
     try:
         server.init()
         server.start()
-        conn = psycopg2.connect(host="127.0.0.1", port=server.port, user=PG_USER,
-                                password=PG_PASSWORD, dbname="postgres")
-        conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
-        conn.cursor().execute(f"CREATE DATABASE {PG_DB}")
-        conn.close()
+        server.create_database()
         yield server
+    except ServiceError as exc:  # not installed, or initdb/pg_ctl failed: say what
+        pytest.fail(str(exc))
     finally:
-        subprocess.run([*(["runuser", "-u", server.user, "--"] if server.user else []),
-                        pg_binary("pg_ctl"), "-D", str(server.folder / "data"), "-m",
-                        "immediate", "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(server.folder, ignore_errors=True)
+        server.destroy()
 
 
 @pytest.fixture
@@ -180,8 +105,9 @@ def production_instance_home(postgres: PostgresServer, tmp_path: Path,
     home.mkdir()
     shutil.copy(INSTANCE_CONFIG, home / "dagster.yaml")
     for name, value in {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(postgres.port),
-                        "DAGSTER_PG_USERNAME": PG_USER, "DAGSTER_PG_PASSWORD": PG_PASSWORD,
-                        "DAGSTER_PG_DB": PG_DB}.items():
+                        "DAGSTER_PG_USERNAME": postgres.username,
+                        "DAGSTER_PG_PASSWORD": postgres.password,
+                        "DAGSTER_PG_DB": postgres.database}.items():
         monkeypatch.setenv(name, value)
     return home
 
