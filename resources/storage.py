@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,14 @@ class ArtifactStore(ABC):
     @abstractmethod
     def list_keys(self, prefix: str = "") -> list[str]:
         """All keys under `prefix`, sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object under `key` (nothing happens when there is none)."""
+
+    @abstractmethod
+    def modified_at(self, key: str) -> datetime:
+        """When the object under `key` was last written (UTC)."""
 
     def uri_of(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{key}"
@@ -91,6 +100,15 @@ class LocalArtifactStore(ArtifactStore):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def modified_at(self, key: str) -> datetime:
+        try:
+            return datetime.fromtimestamp(self._path(key).stat().st_mtime, UTC)
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(f"no artifact at {self.uri_of(key)}") from exc
 
     def list_keys(self, prefix: str = "") -> list[str]:
         # A plain string prefix, as on S3: "m" matches "m/x" and "mm/x".
@@ -151,6 +169,18 @@ class S3ArtifactStore(ArtifactStore):
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
                 return False
             raise
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def modified_at(self, key: str) -> datetime:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                raise ArtifactNotFoundError(f"no artifact at {self.uri_of(key)}") from exc
+            raise
+        return head["LastModified"].astimezone(UTC)
 
     def list_keys(self, prefix: str = "") -> list[str]:
         strip = len(self.prefix) + 1 if self.prefix else 0

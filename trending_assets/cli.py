@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib import resources as package_files
 from types import ModuleType
 
@@ -28,6 +29,7 @@ from dagster._core.storage.asset_check_execution_record import (
 
 from resources.quarantine import QuarantineStore
 from resources.registry import ModelRegistry
+from resources.registry_audit import registry_command
 from resources.storage import artifact_root
 from trending_assets.assets.ingestion import landing_files
 from trending_assets.automation.landing import (
@@ -221,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         help="after `wandb sync`: link pending registry versions into the W&B registry")
     links_parser.add_argument("--entity", default=None,
                               help="W&B entity the runs were synced to (default: yours)")
+    registry_parser = sub.add_parser(
+        "registry", help="verify: check every version's files and the alias log (exit 1 when "
+                         "something is wrong); repair: fix what can be fixed")
+    registry_parser.add_argument("action", choices=("verify", "repair"))
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
@@ -234,6 +240,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run(args.force)
     if args.command == "reproduce":
         return reproduce(args.model, args.version)
+    if args.command == "registry":
+        settings = load_settings()
+        return registry_command(ModelRegistry(artifact_root(settings.storage)), args.action,
+                                timedelta(seconds=settings.registry.orphan_grace_seconds))
     if args.command == "complete-wandb-links":
         import wandb
 
