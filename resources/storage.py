@@ -7,6 +7,7 @@ which is what immutable registry versions rest on.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime
@@ -56,6 +57,10 @@ class ArtifactStore(ABC):
     @abstractmethod
     def modified_at(self, key: str) -> datetime:
         """When the object under `key` was last written (UTC)."""
+
+    def etag(self, key: str) -> str:
+        """A tag that changes with the content (S3: the ETag; elsewhere: its sha256)."""
+        return hashlib.sha256(self.get_bytes(key)).hexdigest()
 
     def uri_of(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{key}"
@@ -173,14 +178,19 @@ class S3ArtifactStore(ArtifactStore):
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
-    def modified_at(self, key: str) -> datetime:
+    def _head(self, key: str) -> dict[str, Any]:
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
                 raise ArtifactNotFoundError(f"no artifact at {self.uri_of(key)}") from exc
             raise
-        return head["LastModified"].astimezone(UTC)
+
+    def modified_at(self, key: str) -> datetime:
+        return self._head(key)["LastModified"].astimezone(UTC)
+
+    def etag(self, key: str) -> str:
+        return self._head(key)["ETag"].strip('"')
 
     def list_keys(self, prefix: str = "") -> list[str]:
         strip = len(self.prefix) + 1 if self.prefix else 0
