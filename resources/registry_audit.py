@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from resources.io_manager import ArtifactIntegrityError
-from resources.registry import ModelRegistry
+from resources.registry import AliasConflictError, ModelRegistry
 from resources.storage import ArtifactNotFoundError
 
 
@@ -167,29 +167,36 @@ class Repair:
 
 
 def repair(registry: ModelRegistry, grace: timedelta, now: datetime | None = None) -> Repair:
-    """Fix what audit calls fixable; audit again."""
+    """Fix what audit calls fixable; audit again. Interrupted registrations are committed
+    first (that may move aliases), then aliases are moved off damaged holders and orphan
+    blobs deleted on a fresh audit. Every step is one write, so a repair killed midway is
+    finished by the next one."""
     now = now or datetime.now(UTC)
     before = audit(registry, grace, now)
     fixed = []
     for finding in before.findings:
+        if finding.kind == "uncommitted" and finding.fixable:
+            event = registry.commit(finding.model, finding.version)
+            moved = ", ".join(m["alias"] for m in event["moves"])
+            fixed.append(f"{finding.model} v{finding.version}: committed"
+                         + (f", moved {moved}" if moved else ", no alias moved")
+                         + (f" ({event['conflict']})" if event["conflict"] else ""))
+    middle = audit(registry, grace, now) if fixed else before
+    for finding in middle.findings:
         if not finding.fixable:
             continue
         model, version = finding.model, finding.version
-        if finding.kind == "uncommitted":
-            event = registry.commit(model, version)
-            moved = ", ".join(m["alias"] for m in event["moves"])
-            fixed.append(f"{model} v{version}: committed"
-                         + (f", moved {moved}" if moved else ", no alias moved")
-                         + (f" ({event['conflict']})" if event["conflict"] else ""))
-        elif finding.kind == "orphan_blob":
+        if finding.kind == "orphan_blob":
             fixed.append(_collect(registry, model, finding.key, grace, now))
         elif finding.kind == "damaged_holder":
-            target = finding.fallback
-            registry.move_alias(model, finding.alias, target,
-                                f"repair: v{version}'s files fail verification",
-                                expected=version, conditional=True)
+            try:
+                registry.move_alias(model, finding.alias, finding.fallback,
+                                    f"repair: v{version}'s files fail verification",
+                                    expected=version, conditional=True)
+            except AliasConflictError:  # moved by someone else meanwhile: audit tells
+                continue
             fixed.append(f"{model}: alias {finding.alias!r} moved from v{version} (damaged) "
-                         f"back to v{target}")
+                         f"back to v{finding.fallback}")
     return Repair(fixed, before, audit(registry, grace, datetime.now(UTC)))
 
 

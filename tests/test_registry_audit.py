@@ -268,3 +268,46 @@ def test_cli_registry_verify_and_repair(tmp_path: Path, monkeypatch: pytest.Monk
            f"blobs/{sha256_hex(b'other')}" in out
     assert cli.main(["registry", "verify"]) == 0
     assert capsys.readouterr().out.rstrip().endswith("no problems")
+
+
+def test_repair_killed_at_every_write_point_is_finished_by_the_next(
+        store: ArtifactStore) -> None:
+    """A registration killed before its commit (v3), then v2 (production) damaged: repair
+    commits v3 (production moves to it: its decision assumed v2), deletes nothing v3 needs,
+    and moves staging off the damaged v2. Killed at each of its writes, the next repair
+    finishes the job and readers never see a contradiction."""
+
+    def damaged_state(model: str) -> None:
+        registry = ModelRegistry(store)
+        _register(registry, model, {"w": b"v1-weights"}, ["production", "staging"])
+        _register(registry, model, {"w": b"v2-weights"}, ["production", "staging"], 1)
+        with pytest.raises(Killed):  # killed before the commit event (write 4)
+            _register(ModelRegistry(KillingStore(store, 4)), model, {"w": b"v3-weights"},
+                      ["production"], champion=2)
+        with pytest.raises(Killed):  # and one that only left an orphan blob
+            _register(ModelRegistry(KillingStore(store, 2)), model, {"w": b"v4-weights"},
+                      ["production"], champion=2)
+        _flip_byte(store, registry.blob_key(model, sha256_hex(b"v2-weights")))
+
+    counting = KillingStore(store)
+    damaged_state("count")
+    done = repair(ModelRegistry(counting), NOW)
+    orphan = ModelRegistry(store).blob_key("count", sha256_hex(b"v4-weights"))
+    assert done.fixed == ["count v3: committed, moved production",
+                          "count: alias 'staging' moved from v2 (damaged) back to v1",
+                          f"count: deleted orphan blob {orphan}"]
+    total = counting.writes
+    assert total == 3
+
+    for kill_at in range(1, total + 1):
+        model = f"repair-killed-at-{kill_at}"
+        damaged_state(model)
+        with pytest.raises(Killed):
+            repair(ModelRegistry(KillingStore(store, kill_at)), NOW)
+        assert_records_agree_with_aliases(ModelRegistry(store), model)
+        finished = repair(ModelRegistry(store), NOW)
+        reader = ModelRegistry(store)
+        assert_records_agree_with_aliases(reader, model)
+        assert reader.aliases(model) == {"production": 3, "staging": 1}
+        assert [f.kind for f in finished.after.findings if f.model == model] == [
+            "damaged_file"]  # v2's file itself: only a backup or an identical file restores it
