@@ -7,8 +7,10 @@ which is what immutable registry versions rest on.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from abc import ABC, abstractmethod
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +49,18 @@ class ArtifactStore(ABC):
     @abstractmethod
     def list_keys(self, prefix: str = "") -> list[str]:
         """All keys under `prefix`, sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object under `key` (nothing happens when there is none)."""
+
+    @abstractmethod
+    def modified_at(self, key: str) -> datetime:
+        """When the object under `key` was last written (UTC)."""
+
+    def etag(self, key: str) -> str:
+        """A tag that changes with the content (S3: the ETag; elsewhere: its sha256)."""
+        return hashlib.sha256(self.get_bytes(key)).hexdigest()
 
     def uri_of(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{key}"
@@ -91,6 +105,15 @@ class LocalArtifactStore(ArtifactStore):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def modified_at(self, key: str) -> datetime:
+        try:
+            return datetime.fromtimestamp(self._path(key).stat().st_mtime, UTC)
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(f"no artifact at {self.uri_of(key)}") from exc
 
     def list_keys(self, prefix: str = "") -> list[str]:
         # A plain string prefix, as on S3: "m" matches "m/x" and "mm/x".
@@ -151,6 +174,23 @@ class S3ArtifactStore(ArtifactStore):
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
                 return False
             raise
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def _head(self, key: str) -> dict[str, Any]:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                raise ArtifactNotFoundError(f"no artifact at {self.uri_of(key)}") from exc
+            raise
+
+    def modified_at(self, key: str) -> datetime:
+        return self._head(key)["LastModified"].astimezone(UTC)
+
+    def etag(self, key: str) -> str:
+        return self._head(key)["ETag"].strip('"')
 
     def list_keys(self, prefix: str = "") -> list[str]:
         strip = len(self.prefix) + 1 if self.prefix else 0

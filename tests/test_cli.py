@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from resources.registry import ModelRegistry
+from resources.storage import LocalArtifactStore
+from trending_assets.ml.xgboost_model import BOOSTER_FILE, XGBoostGenreModel
+
 from .conftest import REPO, write_test_configs
 
 
@@ -125,3 +129,44 @@ def test_bundled_sample_is_package_data():
     data = resources.files("trending_assets.data").joinpath("netflix_titles_genres.csv.gz")
     frame = pd.read_csv(data.open("rb"), compression="gzip", keep_default_na=False)
     assert len(frame) == 8775
+
+
+def test_flipped_byte_in_production_is_reported_and_replaced_by_the_next_run(
+        tmp_path, tiny_bert_dir, netflix):
+    root = tmp_path / "root"
+    (root / "landing").mkdir(parents=True)
+    netflix.sample(800, random_state=0).to_csv(root / "landing" / "batch-001.csv", index=False)
+    config_dir = write_test_configs(tmp_path / "configs", root, tiny_bert_dir, {
+        "gates": {f: {"first_run_promote_to": "production"} for f in ("xgboost", "bert")}})
+    (tmp_path / "home").mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"),
+           "TRENDING_CONFIG_DIR": str(config_dir), "APP_ENV": "local"}
+    first = run_cli(env, "run")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert run_cli(env, "registry", "verify").returncode == 0
+
+    model = "trending-now-xgboost"
+    registry = ModelRegistry(LocalArtifactStore(root / "artifacts"))
+    assert registry.aliases(model)["production"] == 1
+    digest = registry.get(model, 1)["files"][BOOSTER_FILE]["sha256"]
+    blob = root / "artifacts" / registry.blob_key(model, digest)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+
+    damaged = run_cli(env, "registry", "verify")
+    assert damaged.returncode == 1
+    assert f"PROBLEM {model} v1: {BOOSTER_FILE} fails its sha256 check" in damaged.stdout
+    assert "alias 'production' points at v1, whose files fail verification" in damaged.stdout
+
+    again = run_cli(env, "run", "--force")
+    assert again.returncode == 0, again.stdout + again.stderr
+    registry = ModelRegistry(LocalArtifactStore(root / "artifacts"))
+    assert registry.versions(model) == [1, 2]
+    assert registry.get(model, 2)["replaced_blobs"] == [BOOSTER_FILE]  # identical retrain
+    assert blob.read_bytes() != bytes(data)
+    champion = registry.champion(model)
+    assert registry.load(model, champion, XGBoostGenreModel).genres  # production loads
+    clean = run_cli(env, "registry", "verify")
+    assert clean.returncode == 0, clean.stdout
+    assert clean.stdout.rstrip().endswith("no problems")

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib import resources as package_files
 from types import ModuleType
 
@@ -28,6 +29,7 @@ from dagster._core.storage.asset_check_execution_record import (
 
 from resources.quarantine import QuarantineStore
 from resources.registry import ModelRegistry
+from resources.registry_audit import registry_command
 from resources.storage import artifact_root
 from trending_assets.assets.ingestion import landing_files
 from trending_assets.automation.landing import (
@@ -35,6 +37,7 @@ from trending_assets.automation.landing import (
     landing_keys,
     training_job,
 )
+from trending_assets.batches import retire_command
 from trending_assets.governance import complete_wandb_links, reproduce_version
 from trending_assets.ml.reproduce import ReproductionError
 from trending_assets.settings import ConfigError, Settings, load_settings
@@ -224,6 +227,15 @@ def main(argv: list[str] | None = None) -> int:
         help="after `wandb sync`: link pending registry versions into the W&B registry")
     links_parser.add_argument("--entity", default=None,
                               help="W&B entity the runs were synced to (default: yours)")
+    registry_parser = sub.add_parser(
+        "registry", help="verify: check every version's files and the alias log (exit 1 when "
+                         "something is wrong); repair: fix what can be fixed")
+    registry_parser.add_argument("action", choices=("verify", "repair"))
+    retire_parser = sub.add_parser(
+        "retire", help="take an accepted landing file out of training from the next run")
+    retire_parser.add_argument("file", help="the landing file, as its partition is named")
+    retire_parser.add_argument("--reason", default="retired by command")
+    retire_parser.add_argument("--by", default="cli", help="who retires it")
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
@@ -237,6 +249,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run(args.force)
     if args.command == "reproduce":
         return reproduce(args.model, args.version)
+    if args.command == "registry":
+        settings = load_settings()
+        return registry_command(ModelRegistry(artifact_root(settings.storage)), args.action,
+                                timedelta(seconds=settings.registry.orphan_grace_seconds))
+    if args.command == "retire":
+        return retire_command(DagsterInstance.get(), artifact_root(load_settings().storage),
+                              args.file, args.reason, args.by)
     if args.command == "complete-wandb-links":
         import wandb
 

@@ -92,7 +92,8 @@ def register_candidate(registry: ModelRegistry, candidate: Candidate,
     """Bless the candidate against the production champion on the same test rows and store
     it as a new immutable version with its record and documents; aliases move only as the
     blessing says. `on_override` hears of a forced promotion before anything is stored;
-    if it raises, nothing is."""
+    if it raises, nothing is. The candidate's and the champion's files are sha256-checked
+    before the decision is committed (ArtifactIntegrityError names a damaged one)."""
     settings, family, model_name = candidate.settings, candidate.family, candidate.model_name
     gate = getattr(settings.gates, family)
     rows = rows_digest(candidate.splits.table, candidate.splits.genres)
@@ -112,6 +113,10 @@ def register_candidate(registry: ModelRegistry, candidate: Candidate,
         aliases=sorted(blessing.aliases, key=lambda a: a != CHAMPION_ALIAS),
         reason=blessing.summary, documents=documents,
         expected={CHAMPION_ALIAS: None if champion is None else champion.version},
+        # The champion's files are checked even when its recorded metrics spared loading
+        # it: a damaged champion stops the registration with the file named, unless this
+        # candidate's identical files have just replaced the damaged blob.
+        verify=() if champion is None else (champion.version,),
     )
     return Registered(entry["version"], blessing, champion, target)
 

@@ -381,6 +381,10 @@ class RegistrySettings(_Strict):
         description="largest |recorded - retrained| test metric a reproduction may show")
     model_card: ModelCardText = ModelCardText(
         intended_use="Suggest genres for a movie or TV show from its synopsis.")
+    orphan_grace_seconds: int = Field(
+        3600, ge=0,
+        description="`cli registry repair` leaves uncommitted records and unreferenced blobs "
+                    "younger than this alone: they may belong to a registration in flight")
 
     @model_validator(mode="after")
     def _tolerances(self) -> RegistrySettings:

@@ -26,6 +26,7 @@ from dagster import (
 
 from resources.io_manager import read_current_manifest, read_version_at, stored_base
 from resources.quarantine import QuarantineStore, TrainingDataBaseline
+from resources.retirement import RetiredBatches
 from resources.storage import (
     ArtifactNotFoundError,
     ArtifactStore,
@@ -33,11 +34,13 @@ from resources.storage import (
     artifact_root,
 )
 from trending_assets.assets import DATA_OWNERS
+from trending_assets.batches import ingest_order, left_out, stored_batches
 from trending_assets.checks.batch_quality import assess_batch
 from trending_assets.checks.data_quality import (
     BATCH_CHECK,
     DRIFT_CHECK,
     QUALITY_CHECK,
+    batch_contributions,
     batch_limits,
     batch_quality_result,
     drift_result,
@@ -55,7 +58,7 @@ landing_files = DynamicPartitionsDefinition(name="landing_files")
 
 # Bump when what the asset computes changes (see trending_assets/assets/__init__.py).
 RAW_TITLES_CODE_VERSION = "1"
-TRAINING_DATA_CODE_VERSION = "1"
+TRAINING_DATA_CODE_VERSION = "2"
 
 TITLE_COLUMNS = [
     TableColumn("id", "string", description="the platform's title id (unique per title)"),
@@ -104,6 +107,9 @@ def raw_titles(
     load = assessment.load
     common: dict[str, Any] = {
         "landing_file": landing_store.uri_of(name),
+        # What orders batches in training_data (see trending_assets/batches.py).
+        "landed_at": landing_store.modified_at(name).isoformat(),
+        "landing_etag": landing_store.etag(name),
         "content_sha256": load.sha256,
         "format": str(load.format),
         "size_bytes": load.size_bytes,
@@ -138,21 +144,6 @@ def raw_titles(
     yield batch_quality_result(assessment, record_uri)
 
 
-def _ingest_order(context: AssetExecutionContext, store: ArtifactStore,
-                  names: list[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """Batches oldest first by when their stored version was written (a re-upload is newer),
-    then by landing order; with each batch's stored version."""
-    added = context.instance.get_dynamic_partitions(landing_files.name)
-    versions: dict[str, dict[str, Any]] = {}
-    for name in names:
-        manifest = read_current_manifest(store, stored_base(["raw_titles"], name)) or {}
-        versions[name] = {"version": manifest.get("version"),
-                          "written_at": manifest.get("written_at", "")}
-    order = sorted(names, key=lambda n: (versions[n]["written_at"],
-                                         added.index(n) if n in added else len(added), n))
-    return order, versions
-
-
 def _drift_baseline(store: ArtifactStore, config: Settings, taxonomy: Taxonomy,
                     log: Any) -> tuple[DriftProfile | None, str | None]:
     """The profile of the last accepted training data, else of the version stored before
@@ -180,6 +171,14 @@ def _drift_baseline(store: ArtifactStore, config: Settings, taxonomy: Taxonomy,
     return profile_table(previous, sample_rows=sample_rows, taxonomy=taxonomy), label
 
 
+def _left_out_table(dropped: dict[str, str]) -> str:
+    if not dropped:
+        return "none"
+    lines = ["| file | why |", "| --- | --- |"]
+    lines += [f"| {name} | {why.replace('|', '/')} |" for name, why in sorted(dropped.items())]
+    return "\n".join(lines)
+
+
 def _quarantine_table(records: dict[str, dict[str, Any]], stored: set[str]) -> str:
     if not records:
         return "none"
@@ -201,23 +200,30 @@ def _quarantine_table(records: dict[str, dict[str, Any]], stored: set[str]) -> s
                        description="Drift against the last accepted training data: WARN above "
                                    "the warn levels, blocking ERROR above the error levels"),
     ],
-    description="All accepted landing batches (quarantined ones left out), deduplicated by id "
-                "(the latest batch wins), raw tags mapped to canonical genres.",
+    description="All accepted landing batches (quarantined, retired and removed ones left "
+                "out), deduplicated by id (the batch that landed last wins), raw tags mapped "
+                "to canonical genres.",
 )
 def training_data(
-    context: AssetExecutionContext, settings: SettingsResource,
+    context: AssetExecutionContext, settings: SettingsResource, landing: ArtifactStoreResource,
     raw_titles: dict[str, pd.DataFrame],
 ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
     config = settings.get()
     taxonomy = Taxonomy.from_config(settings.taxonomy())
     store = artifact_root(config.storage)
     quarantined = QuarantineStore(store).active()
-    order, versions = _ingest_order(context, store, list(raw_titles))
+    stored = stored_batches(context.instance, store, raw_titles)
+    dropped = left_out(stored, set(landing.open().list_keys()), RetiredBatches(store).active())
+    for name, why in dropped.items():
+        context.log.info(f"{name} leaves training: {why}")
+    order = ingest_order(b for n, b in stored.items() if n not in dropped)
     with measured() as figures:
         table, genres, stats = build_training_table([raw_titles[k] for k in order], taxonomy)
         baseline, baseline_label = _drift_baseline(store, config, taxonomy, context.log)
         gates = evaluate_training_gates(table, genres, stats, config, taxonomy, baseline,
                                         baseline_label)
+        contributions = batch_contributions(gates.quality, [(k, raw_titles[k]) for k in order],
+                                            table)
     run_id = context.run.run_id
     baselines = TrainingDataBaseline(store)
     baselines.save_profile(run_id, gates.profile.to_json())
@@ -226,7 +232,8 @@ def training_data(
         **as_metadata(lineage(context, config, data_version), figures),
         "rows": len(table),
         "batches": order,
-        "batch_versions": MetadataValue.json(versions),
+        "batch_versions": MetadataValue.json({n: b.to_dict() for n, b in stored.items()}),
+        "batches_left_out": MetadataValue.md(_left_out_table(dropped)),
         "quarantined_batches": MetadataValue.md(_quarantine_table(quarantined, set(raw_titles))),
         "genres": genres,
         "input_rows": stats.input_rows,
@@ -243,5 +250,5 @@ def training_data(
     if gates.accepted:
         # Written after the output is stored: the next run's drift check compares with this.
         baselines.accept(run_id, data_version=data_version, rows=len(table))
-    yield training_quality_result(gates)
-    yield drift_result(gates)
+    yield training_quality_result(gates, contributions)
+    yield drift_result(gates, dropped)

@@ -157,6 +157,54 @@ def evaluate_training_gates(
 
 
 # --------------------------------------------------------------------------------------
+# Which batches a failed training expectation comes from
+
+DUPLICATE_SYNOPSIS = "expect_column_values_to_be_unique(description)"
+DUPLICATE_IDS = "duplicate id rate across batches (computed)"
+TOP_BATCHES = 3
+
+
+def batch_contributions(quality: SuiteOutcome, batches: Sequence[tuple[str, pd.DataFrame]],
+                        table: pd.DataFrame) -> dict[str, list[tuple[str, int]]]:
+    """Failed expectation -> the batches contributing most rows to it, largest first.
+
+    Each training row is traced to the batch that supplied it (the last batch with its id,
+    as build_training_table keeps it). Shared synopses count the titles sharing one; repeated
+    ids count the rows a batch replaced; other row checks count their sample rows. Table-wide
+    checks (row count, genre support, ...) name no batch."""
+    failed = [o.expectation for o in quality.failures]
+    if not failed or not batches:
+        return {}
+    frame = pd.concat([b[["id"]].assign(batch=name) for name, b in batches], ignore_index=True)
+    source = frame.drop_duplicates("id", keep="last").set_index("id")["batch"]
+    found: dict[str, pd.Series] = {}
+    for expectation in failed:
+        if expectation == DUPLICATE_SYNOPSIS:
+            values = table["description"].astype(str)
+            shared = values.duplicated(keep=False) & (values.str.len() > 0)
+            found[expectation] = source.reindex(table.loc[shared, "id"]).value_counts()
+        elif expectation == DUPLICATE_IDS:
+            replaced = frame["id"].duplicated(keep="last")
+            found[expectation] = source.reindex(frame.loc[replaced, "id"]).value_counts()
+        else:
+            outcome = next(o for o in quality.failures if o.expectation == expectation)
+            ids = [s.split(": ", 1)[0] for s in outcome.sample]
+            found[expectation] = source.reindex([i for i in ids if i in source.index]
+                                                ).value_counts()
+    return {e: [(str(b), int(n)) for b, n in counts.sort_values(ascending=False, kind="stable")
+                .head(TOP_BATCHES).items()]
+            for e, counts in found.items() if len(counts)}
+
+
+def _named(contributions: list[tuple[str, int]]) -> str:
+    return ", ".join(f"{batch} ({_plural_rows(n)})" for batch, n in contributions)
+
+
+def _plural_rows(n: int) -> str:
+    return f"{n} row" + ("" if n == 1 else "s")
+
+
+# --------------------------------------------------------------------------------------
 # Markdown helpers
 
 
@@ -212,18 +260,29 @@ def batch_quality_result(assessment: BatchAssessment,
     )
 
 
-def training_quality_result(gates: TrainingGates) -> AssetCheckResult:
-    outcome = gates.quality
+def training_quality_result(
+    gates: TrainingGates, contributions: dict[str, list[tuple[str, int]]] | None = None,
+) -> AssetCheckResult:
+    """The training suite's result; `contributions` (batch_contributions) names the batches
+    behind each failed expectation, so a person knows which file to retire."""
+    outcome, contributions = gates.quality, contributions or {}
     return AssetCheckResult(
         check_name=QUALITY_CHECK,
         passed=outcome.success,
         severity=AssetCheckSeverity.ERROR,
         description=(
             "all expectations passed" if outcome.success else
-            "failed: " + "; ".join(f"{f.expectation} (observed {f.observed}, expected "
-                                   f"{f.expected})" for f in outcome.failures)
+            "failed: " + "; ".join(
+                f"{f.expectation} (observed {f.observed}, expected {f.expected}"
+                + (f"; most from {_named(contributions[f.expectation])}"
+                   if f.expectation in contributions else "") + ")"
+                for f in outcome.failures)
         ),
         metadata={
+            "contributing_batches": MetadataValue.md(_md_table(
+                ("expectation", "batch", "rows"),
+                [(e, b, n) for e, found in contributions.items() for b, n in found])
+                if contributions else "none"),
             "suite": outcome.suite,
             "expectations": len(outcome.outcomes),
             "failed": len(outcome.failures),
@@ -234,13 +293,17 @@ def training_quality_result(gates: TrainingGates) -> AssetCheckResult:
     )
 
 
-def drift_result(gates: TrainingGates) -> AssetCheckResult:
+def drift_result(gates: TrainingGates,
+                 left_out: dict[str, str] | None = None) -> AssetCheckResult:
+    """The drift result; `left_out` (batch -> why) shows which accepted batches this table
+    no longer holds (retired or removed), a cause of drift a person did on purpose."""
+    extra = {"batches_left_out": MetadataValue.json(dict(left_out or {}))}
     if gates.report is None:
         return AssetCheckResult(
             check_name=DRIFT_CHECK, passed=True, severity=AssetCheckSeverity.WARN,
             description="no accepted training data to compare with yet: this version becomes "
                         "the baseline once it passes its gates",
-            metadata={"baseline_version": "none"},
+            metadata={"baseline_version": "none", **extra},
         )
     level = gates.drift_level
     report = gates.report
@@ -270,5 +333,6 @@ def drift_result(gates: TrainingGates) -> AssetCheckResult:
             "vocabulary_novelty": round(report.vocabulary_novelty, 5),
             "novel_words": MetadataValue.json(dict(report.novel_words)),
             "rows_before_after": [report.baseline_rows, report.current_rows],
+            **extra,
         },
     )
