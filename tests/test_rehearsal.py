@@ -15,6 +15,9 @@ import json
 import logging
 import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -161,6 +164,22 @@ def test_the_registry_in_s3_holds_the_versions(rehearsal):
         assert registry.aliases(model) == {"staging": 1, "production": 1}
 
 
+@contextmanager
+def fresh_definitions_module() -> Iterator[None]:
+    """Load the code location as its server does, in this (staging) environment: not the
+    trending_assets.definitions another test module imported earlier (with APP_ENV unset,
+    whose sensors start stopped)."""
+    import trending_assets
+
+    previous = sys.modules.pop("trending_assets.definitions", None)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            sys.modules["trending_assets.definitions"] = previous
+            trending_assets.definitions = previous
+
+
 def test_a_sensor_run_is_launched_as_a_run_pod_with_the_image(rehearsal):
     """A file in today's landing folder; one iteration of the daemon's sensor loop over the
     code location (whose image the chart passes as DAGSTER_CURRENT_IMAGE) and one of its run
@@ -175,8 +194,8 @@ def test_a_sensor_run_is_launched_as_a_run_pod_with_the_image(rehearsal):
     origin = InProcessCodeLocationOrigin(
         loadable_target_origin=LoadableTargetOrigin(module_name="trending_assets.definitions"),
         location_name="trending_assets", container_image=stack.IMAGE)
-    with create_test_daemon_workspace_context(InProcessWorkspaceLoadTarget(origin),
-                                              instance) as workspace:
+    with fresh_definitions_module(), create_test_daemon_workspace_context(
+            InProcessWorkspaceLoadTarget(origin), instance) as workspace:
         list(execute_sensor_iteration(workspace, logging.getLogger("SensorDaemon"),
                                       threadpool_executor=None,
                                       submit_threadpool_executor=None))
