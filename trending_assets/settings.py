@@ -18,6 +18,8 @@ import yaml
 from dagster import ConfigurableResource
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from trending_assets.ml.limits import LandingLimits
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENVIRONMENTS = ("local", "staging", "production")
 BUNDLED = "bundled"
@@ -139,6 +141,7 @@ class DataSettings(_Strict):
     )
     bounds: TitleBounds = TitleBounds()
     batch: BatchGateSettings = BatchGateSettings()
+    landing_limits: LandingLimits = LandingLimits()
     labels_per_title: IntRange = IntRange(min=1, max=3)
     label_cardinality: FloatRange = FloatRange(min=1.0, max=3.0)
     max_duplicate_id_rate: float = Field(

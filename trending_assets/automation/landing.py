@@ -36,10 +36,10 @@ from dagster import (
     sensor,
 )
 
+from resources.landing_reader import stored_sha256
 from resources.listing import ListedObject, ObjectLister, is_upload_leftover, lister_for
 from resources.storage import ArtifactNotFoundError, ArtifactStore, ArtifactStoreResource
 from trending_assets.assets.ingestion import landing_files, raw_titles
-from trending_assets.ml.dataset import content_sha256
 from trending_assets.settings import LandingSensorSettings
 
 ingest_job = define_asset_job(
@@ -85,7 +85,7 @@ def landing_changes(store: ArtifactStore, instance: DagsterInstance) -> list[Lan
     changes = []
     for key in landing_keys(store):
         try:
-            digest = content_sha256(store.get_bytes(key))
+            digest = stored_sha256(store, key)
         except ArtifactNotFoundError:  # removed while we were listing
             continue
         if key not in done:
@@ -194,7 +194,7 @@ def ingested_unchanged(instance: DagsterInstance, store: ArtifactStore, partitio
     if not seen:
         return False
     try:
-        return content_sha256(store.get_bytes(obj.key)) == seen
+        return stored_sha256(store, obj.key) == seen
     except ArtifactNotFoundError:
         return True  # removed since the listing: nothing to ingest
 
