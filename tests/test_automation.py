@@ -216,10 +216,11 @@ class RequestSensor:
     """The retrain_requests sensor over a triggers folder, alerting to a loopback webhook."""
 
     def __init__(self, tmp_path: Path, tiny_bert_dir: Path, instance: DagsterInstance,
-                 receiver) -> None:  # noqa: F811
+                 receiver, model_paths: tuple[str, ...] = ()) -> None:  # noqa: F811
         self.triggers = tmp_path / "triggers"
         folder = write_test_configs(tmp_path / "configs", tmp_path / "root", tiny_bert_dir, {
-            "automation": {"retrain_requests": {"uri": str(self.triggers)}},
+            "automation": {"retrain_requests": {"uri": str(self.triggers),
+                                                "model_paths": list(model_paths)}},
             "alerts": {"channels": [{"kind": "webhook", "url": f"{receiver.url}/hook"}]}})
         settings = load_settings("local", folder)
         self.defs = build_definitions(settings)
@@ -307,6 +308,59 @@ def test_rejected_requests_wait_while_the_alert_channel_is_down(
     assert sorted(Path(p["details"]["request_file"]).name for p in receiver.payloads()) == [
         "a.json", "b.json"]
     assert list((triggers / "requests").iterdir()) == []
+
+
+def test_hostile_requests_are_rejected_with_the_bound_or_location_named(
+        tmp_path, tiny_bert_dir, instance, receiver):  # noqa: F811
+    vetted = tmp_path / "vetted-models"
+    (vetted / "minilm").mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (vetted / "minilm" / name).write_text("{}")
+    requests = RequestSensor(tmp_path, tiny_bert_dir, instance, receiver,
+                             model_paths=(str(vetted),))
+    triggers = requests.triggers
+    ask = {"reason": "x", "requested_by": "y"}
+    bad = {
+        "epochs.json": {"bert": {"epochs": 1e9}},
+        "trees.json": {"xgboost": {"n_estimators": 1e9}},
+        "features.json": {"tfidf": {"max_features": 1e12}},
+        "processes.json": {"bert": {"processes": 64}},
+        "boolean.json": {"bert": {"epochs": True}},
+        "bucket.json": {"bert": {"model_path": "s3://someone-elses-bucket/model"}},
+        "folder.json": {"bert": {"model_path": str(tmp_path / "unvetted")}},
+        "beside.json": {"bert": {"model_path": f"{vetted}-evil/minilm"}},
+    }
+    for name, overrides in bad.items():
+        write_request(triggers, name, {**ask, "overrides": overrides})
+    huge = json.dumps(ask) + " " * 70_000
+    write_request(triggers, "huge.json", huge)
+    write_request(triggers, "vetted.json", {
+        **ask, "overrides": {"bert": {"model_path": str(vetted / "minilm"), "epochs": 3}}})
+
+    (run,) = requests.tick().run_requests
+    assert run.tags[REQUEST_TAG] == "requests/vetted.json"
+    observed = {Path(p["details"]["request_file"]).name: p["observed"]
+                for p in receiver.payloads()}
+    assert set(observed) == {*bad, "huge.json"}
+    assert "bert.epochs': Input should be less than or equal to 100" in observed["epochs.json"]
+    assert "xgboost.n_estimators': Input should be less than or equal to 20000" in (
+        observed["trees.json"])
+    assert "tfidf.max_features': Input should be less than or equal to 2000000" in (
+        observed["features.json"])
+    assert "bert.processes': Input should be less than or equal to 16" in (
+        observed["processes.json"])
+    assert "bert.epochs': Value error, true is a boolean; give a number" in (
+        observed["boolean.json"])
+    for name in ("bucket.json", "folder.json", "beside.json"):
+        assert "is not an allowed base-model location" in observed[name], observed[name]
+        assert f"automation.retrain_requests.model_paths ({vetted})" in observed[name]
+    assert observed["huge.json"] == (
+        f"the request file is {len(huge):,} bytes, over automation.retrain_requests."
+        "max_request_bytes (65,536); a request is a small JSON object")
+    outcomes = [json.loads(LocalArtifactStore(triggers).get_bytes(k)) for k in
+                LocalArtifactStore(triggers).list_keys(PROCESSED_PREFIX)]
+    (huge,) = [o for o in outcomes if o["request_file"].endswith("huge.json")]
+    assert huge["request"] == ""  # not read, not copied
 
 
 def test_submit_writes_valid_requests_and_explains_bad_ones(tmp_path, tiny_bert_dir,

@@ -12,11 +12,20 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from types import NoneType, UnionType
+from typing import Any, Literal, get_args
 
 import yaml
 from dagster import ConfigurableResource
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from trending_assets.ml.limits import LandingLimits
 
@@ -30,9 +39,30 @@ class ConfigError(ValueError):
     """A configuration file is missing or invalid; the message names file, key and problem."""
 
 
+_NUMBERS = {int, float}
+
+
+def _is_number(annotation: Any) -> bool:
+    """int, float, or either of them or None."""
+    if annotation in _NUMBERS:
+        return True
+    return isinstance(annotation, UnionType) and bool(
+        set(get_args(annotation)) - {NoneType}) and set(get_args(annotation)) <= {
+        *_NUMBERS, NoneType}
+
+
 class _Strict(BaseModel):
     # Unknown keys are typos far more often than intent: reject them.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads `true` as 1 for a number: `epochs: true` is a mistake, not 1 epoch.
+        if isinstance(value, bool) and info.field_name is not None and _is_number(
+                cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"{str(value).lower()} is a boolean; give a number")
+        return value
 
 
 class StorageSettings(_Strict):
@@ -181,44 +211,45 @@ class DataSettings(_Strict):
 
 class TfidfSettings(_Strict):
     ngram_max: int = Field(2, ge=1, le=3)
-    min_df: int = Field(2, ge=1)
-    max_features: int = Field(50_000, ge=100)
+    min_df: int = Field(2, ge=1, le=1000)
+    max_features: int = Field(50_000, ge=100, le=2_000_000)
     sublinear_tf: bool = True
 
 
 class ReferenceSettings(_Strict):
-    C: float = Field(4.0, gt=0)
-    max_iter: int = Field(1000, ge=10)
+    C: float = Field(4.0, gt=0, le=1e6)
+    max_iter: int = Field(1000, ge=10, le=100_000)
     balanced: bool = True
 
 
 class XGBoostSettings(_Strict):
     """Mirrors ml.xgboost_model.XGBoostParams (see that module for what each part does)."""
 
-    n_estimators: int = Field(400, ge=1)
-    max_depth: int = Field(4, ge=1)
+    n_estimators: int = Field(400, ge=1, le=20_000)
+    max_depth: int = Field(4, ge=1, le=32)
     learning_rate: float = Field(0.2, gt=0, le=1)
-    max_bin: int = Field(16, ge=2)
-    k_best_features: int = Field(300, ge=10)
-    early_stopping_rounds: int = Field(20, ge=1)
-    min_child_weight: float = Field(1.0, ge=0)
+    max_bin: int = Field(16, ge=2, le=4096)
+    k_best_features: int = Field(300, ge=10, le=2_000_000)
+    early_stopping_rounds: int = Field(20, ge=1, le=10_000)
+    min_child_weight: float = Field(1.0, ge=0, le=1e6)
     colsample_bytree: float = Field(1.0, gt=0, le=1)
     multi_strategy: Literal["one_output_per_tree", "multi_output_tree"] = "one_output_per_tree"
     linear_folds: int = Field(
-        3, ge=0, description="out-of-fold linear genre scores as features; 0 = none")
-    linear_C: float = Field(4.0, gt=0)
+        3, ge=0, le=20, description="out-of-fold linear genre scores as features; 0 = none")
+    linear_C: float = Field(4.0, gt=0, le=1e6)
     linear_max_rows: int = Field(
-        20_000, ge=0, description="rows per fold for the logistic scorers; 0 = all rows")
+        20_000, ge=0, le=10_000_000,
+        description="rows per fold for the logistic scorers; 0 = all rows")
     nb_scores: bool = Field(
         True, description="naive Bayes log-odds per genre as features (needs linear_folds >= 2)")
     boost_from_linear: bool = Field(
         True, description="trees start from the linear scores (needs linear_folds >= 2)")
     rare_genre_weight: float = Field(
         0.0, ge=0, le=1, description="row weight exponent for rare genres; 0 = off")
-    n_jobs: int = Field(0, ge=0, description="0 = the CPU limit (affinity, cgroup quota)")
+    n_jobs: int = Field(0, ge=0, le=512, description="0 = the CPU limit (affinity, cgroup quota)")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
                         description="cuda (or cuda:N) when a GPU is configured")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**31 - 1)
 
     @model_validator(mode="after")
     def _linear_folds_usable(self) -> XGBoostSettings:
@@ -235,29 +266,33 @@ class BertSettings(_Strict):
                           "a local folder or s3://bucket/prefix; empty = the bundled MiniLM"
     )
     max_length: int = Field(64, ge=8, le=512)
-    epochs: int = Field(2, ge=1)
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
+    epochs: int = Field(2, ge=1, le=100)
+    batch_size: int = Field(32, ge=1, le=4096)
+    learning_rate: float = Field(1e-4, gt=0, le=1)
+    weight_decay: float = Field(0.01, ge=0, le=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping; 0 = off")
-    seed: int = 0
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
+    max_grad_norm: float = Field(1.0, ge=0, le=1e3, description="gradient clipping; 0 = off")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    threads: int = Field(0, ge=0, le=512, description="torch CPU threads; 0 = all cores")
     # Training loop (trending_assets/ml/bert_loop.py); batch_size is per optimizer step over
     # all processes, so changing `processes` or `grad_accum_steps` keeps the optimisation.
-    grad_accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    grad_accum_steps: int = Field(1, ge=1, le=1024,
+                                  description="micro-batches per optimizer step")
     head_dropout: float = Field(0.1, ge=0, lt=1)
-    pad_multiple: int = Field(8, ge=1, description="batch widths round up to a multiple")
+    pad_multiple: int = Field(8, ge=1, le=128,
+                              description="batch widths round up to a multiple")
     compile: bool = Field(False, description="torch.compile, one graph per padded width")
     early_stopping_patience: int = Field(
-        0, ge=0, description="stop after this many epochs without a better val macro-F1; 0 = off")
+        0, ge=0, le=100,
+        description="stop after this many epochs without a better val macro-F1; 0 = off")
     checkpoint_every_steps: int = Field(
-        0, ge=0, description="checkpoint cadence in optimizer steps; 0 = at epoch ends only")
-    log_every_steps: int = Field(20, ge=1)
+        0, ge=0, le=10_000_000,
+        description="checkpoint cadence in optimizer steps; 0 = at epoch ends only")
+    log_every_steps: int = Field(20, ge=1, le=10_000_000)
     precision: Literal["auto", "fp32"] = Field(
         "auto", description="auto: bf16 autocast on a GPU, fp32 on CPU; fp32: fp32 everywhere")
     processes: int = Field(
-        1, ge=1, description="data-parallel worker processes per node (torchrun); 1 = one "
+        1, ge=1, le=16, description="data-parallel worker processes per node (torchrun); 1 = one "
                              "plain process. On Kubernetes the pod's GPU count equals this")
 
     @model_validator(mode="after")
@@ -435,6 +470,21 @@ class RetrainRequestSettings(_Strict):
         None, description="where retrain requests (JSON) are written: a folder or s3:// prefix; "
                           "empty = <storage.root>/triggers")
     minimum_interval_seconds: int = Field(30, ge=5)
+    max_request_bytes: int = Field(
+        65_536, ge=1024, le=16 * 2**20,
+        description="a larger request file is rejected without being parsed")
+    model_paths: tuple[str, ...] = Field(
+        (), description="base-model locations a request may set as bert.model_path, besides "
+                        "the configured one: absolute folders or s3:// prefixes; a location "
+                        "inside one is allowed too")
+
+    @field_validator("model_paths")
+    @classmethod
+    def _absolute_locations(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        relative = [v for v in value if not (v.startswith("s3://") or Path(v).is_absolute())]
+        if relative:
+            raise ValueError(f"use absolute folders or s3:// prefixes, not {relative}")
+        return value
 
 
 class AutomationSettings(_Strict):
