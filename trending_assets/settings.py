@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from dagster import ConfigurableResource
@@ -683,13 +684,35 @@ class Settings(_Strict):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently, so the first value would be ignored without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found") from exc
     try:
-        data = yaml.safe_load(text) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}: not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} "
+                          "cannot be decoded; save the file as UTF-8") from exc
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -778,12 +801,57 @@ def load_settings(
             origin = _key_origin(err["loc"], layers)
             problems.append(f"{origin}: key '{key}': {err['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from exc
+    problems = [f"{_key_origin(loc, layers)}: key '{'.'.join(map(str, loc))}': {problem}"
+                for loc, problem in _reference_problems(settings)]
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     if settings.environment != env:
         raise ConfigError(
             f"{folder / f'{env}.yaml'}: key 'environment' is {settings.environment!r} "
             f"but APP_ENV selects {env!r}"
         )
     return settings
+
+
+def _reference_problems(settings: Settings) -> list[tuple[tuple[Any, ...], str]]:
+    """What a valid-looking configuration refers to and cannot be found or parsed: found at
+    load time instead of hours later in the step that uses it."""
+    from dagster._utils.schedules import is_valid_cron_schedule  # what schedules accept
+
+    from trending_assets.ml.report import is_slice_name
+
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    taxonomy = Path(settings.config_dir) / settings.data.taxonomy_file
+    if not taxonomy.is_file():
+        problems.append((("data", "taxonomy_file"), f"no file {taxonomy}"))
+    ood = settings.data.ood_path()
+    if ood is not None and settings.data.ood_file != BUNDLED and not ood.is_file():
+        problems.append((("data", "ood_file"), f"no file {ood} (`bundled` = the shipped set, "
+                                              "null = no out-of-distribution evaluation)"))
+    model_path = settings.bert.model_path
+    if model_path and "://" not in model_path and not Path(model_path).is_dir():
+        problems.append((("bert", "model_path"), f"no folder {model_path} (null = the "
+                                                 "bundled MiniLM)"))
+    cron = settings.automation.weekly_retrain_cron
+    if cron and not is_valid_cron_schedule(cron):
+        problems.append((("automation", "weekly_retrain_cron"),
+                         f"{cron!r} is not a cron schedule of five fields (minute hour "
+                         "day-of-month month day-of-week), e.g. '0 3 * * 1'"))
+    try:
+        ZoneInfo(settings.automation.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append((("automation", "timezone"),
+                         f"{settings.automation.timezone!r} is not an IANA time zone, e.g. UTC "
+                         "or Europe/Berlin"))
+    kinds = settings.data.bounds.kinds
+    for family in ("reference", "xgboost", "bert"):
+        for i, gate in enumerate(getattr(settings.gates, family).slices):
+            if not is_slice_name(gate.slice, kinds):
+                problems.append((("gates", family, "slices", i, "slice"),
+                                 f"{gate.slice!r} is not a slice the evaluation produces: "
+                                 f"{', '.join(f'kind={k}' for k in kinds)}, ood or "
+                                 "ood:source=<platform>"))
+    return problems
 
 
 def load_taxonomy_config(settings: Settings) -> dict[str, Any]:
