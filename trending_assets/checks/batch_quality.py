@@ -30,7 +30,7 @@ from trending_assets.ml.taxonomy import Taxonomy
 
 ACTION = ("Fix the file and upload it again under the same name (or upload a corrected file "
           "under a new name); the new content is ingested on the next run and this record "
-          "moves to quarantine/history/. Until then the batch is not trained on.")
+          "moves to quarantine/.history/. Until then the batch is not trained on.")
 
 
 @dataclass
