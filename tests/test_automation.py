@@ -313,9 +313,12 @@ def test_rejected_requests_wait_while_the_alert_channel_is_down(
 def test_hostile_requests_are_rejected_with_the_bound_or_location_named(
         tmp_path, tiny_bert_dir, instance, receiver):  # noqa: F811
     vetted = tmp_path / "vetted-models"
-    (vetted / "minilm").mkdir(parents=True)
-    for name in ("config.json", "model.safetensors", "tokenizer.json"):
-        (vetted / "minilm" / name).write_text("{}")
+    # Real folders, so that it is the allow-list that refuses the other two.
+    for folder in (vetted / "minilm", tmp_path / "unvetted", tmp_path / "vetted-models-evil"
+                   / "minilm"):
+        folder.mkdir(parents=True)
+        for name in ("config.json", "model.safetensors", "tokenizer.json"):
+            (folder / name).write_text("{}")
     requests = RequestSensor(tmp_path, tiny_bert_dir, instance, receiver,
                              model_paths=(str(vetted),))
     triggers = requests.triggers
