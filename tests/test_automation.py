@@ -46,6 +46,7 @@ from trending_assets.settings import ConfigError, RetrainSettings, load_settings
 
 from .conftest import write_test_configs
 from .test_alerts import receiver  # noqa: F401  (the webhook server fixture)
+from .test_storage_registry import s3_client  # noqa: F401  (the moto server fixture)
 
 RAW, TRAINING = AssetKey("raw_titles"), AssetKey("training_data")
 
@@ -416,3 +417,29 @@ def test_a_retrain_request_does_not_pull_other_families_along(instance):
     assert tick() == 0  # updated by a request for another family: not followed
     materialize([splits], instance=instance, tags={"trending/trigger": "automation"})
     assert tick() == 1  # new data: followed
+
+
+def test_a_request_name_that_would_leave_processed_is_rejected_and_kept_inside(
+        tmp_path, tiny_bert_dir, instance, receiver, s3_client):  # noqa: F811
+    from resources.storage import S3ArtifactStore
+    from trending_assets.automation.requests import process_requests
+
+    bucket = f"triggers-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    s3_client.create_bucket(Bucket=bucket)
+    folder = write_test_configs(tmp_path / "configs", tmp_path / "root", tiny_bert_dir, {
+        "alerts": {"channels": [{"kind": "webhook", "url": f"{receiver.url}/hook"}]}})
+    settings = load_settings("local", folder)
+    notifier = build_resources(settings)["notifier"]
+    body = json.dumps({"reason": "x", "requested_by": "y"}).encode()
+    for key in ("triggers/requests/../../escape.json", "triggers/requests/.partial.json"):
+        s3_client.put_object(Bucket=bucket, Key=key, Body=body)
+    store = S3ArtifactStore(s3_client, bucket, "triggers")
+
+    runs, rejected = process_requests(store, instance, settings, notifier)
+    assert runs == [] and rejected == ["requests/../../escape.json"]
+    (alert,) = receiver.payloads()
+    assert alert["observed"] == ("the request file name '../../escape.json' is refused: it has "
+                                 "a '..' segment (a parent folder)")
+    keys = sorted(o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"])
+    assert keys[0].startswith("triggers/processed/unsafe-name-") and len(keys) == 2
+    assert keys[1] == "triggers/requests/.partial.json"  # an upload in progress: left alone
