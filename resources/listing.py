@@ -32,9 +32,10 @@ def is_upload_leftover(key: str) -> bool:
 
 class ObjectLister(ABC):
     @abstractmethod
-    def list(self, prefix: str = "", page_size: int = 1000) -> Iterator[ListedObject]:
+    def list(self, prefix: str = "", page_size: int = 1000,
+             leftovers: bool = False) -> Iterator[ListedObject]:
         """Objects whose key starts with `prefix` (a plain string prefix, as on S3), in key
-        order, upload leftovers left out."""
+        order; upload leftovers (`is_upload_leftover`) only with `leftovers`."""
 
 
 class S3ObjectLister(ObjectLister):
@@ -43,7 +44,8 @@ class S3ObjectLister(ObjectLister):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
 
-    def list(self, prefix: str = "", page_size: int = 1000) -> Iterator[ListedObject]:
+    def list(self, prefix: str = "", page_size: int = 1000,
+             leftovers: bool = False) -> Iterator[ListedObject]:
         root = f"{self.prefix}/" if self.prefix else ""
         paginator = self.client.get_paginator("list_objects_v2")
         pages = paginator.paginate(Bucket=self.bucket, Prefix=root + prefix,
@@ -51,7 +53,7 @@ class S3ObjectLister(ObjectLister):
         for page in pages:
             for obj in page.get("Contents", []):
                 key = obj["Key"][len(root):]
-                if key and not is_upload_leftover(key):
+                if key and (leftovers or not is_upload_leftover(key)):
                     yield ListedObject(key, obj["ETag"].strip('"'), int(obj["Size"]))
 
 
@@ -59,18 +61,20 @@ class LocalObjectLister(ObjectLister):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
-    def list(self, prefix: str = "", page_size: int = 1000) -> Iterator[ListedObject]:
+    def list(self, prefix: str = "", page_size: int = 1000,
+             leftovers: bool = False) -> Iterator[ListedObject]:
         # Walk only the folder the prefix names (e.g. "2026-11-28/"), not the whole area.
         folder = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         if not folder.is_dir():
             return
         found = []
         for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            if not leftovers:
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
                 path = Path(dirpath) / name
                 key = path.relative_to(self.root).as_posix()
-                if not key.startswith(prefix) or is_upload_leftover(key):
+                if not key.startswith(prefix) or (is_upload_leftover(key) and not leftovers):
                     continue
                 try:
                     stat = path.stat()

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from resources.listing import lister_for
+from resources.safe_keys import UnsafeKeyError, path_inside
 from resources.storage import ArtifactStore, ArtifactStoreResource
 
 # What `from_pretrained` needs from a folder: each entry is satisfied by any of its names.
@@ -60,7 +61,8 @@ def _require_model_files(names: Iterable[str], shown_as: str) -> None:
 
 def cached_model_copy(source: ArtifactStore, cache: Path) -> Path:
     """A local copy of the model folder stored at `source`, under `cache/base-models/`."""
-    listed = list(lister_for(source).list())
+    # Hidden names too: a key such as `../x` must be refused, not passed over.
+    listed = list(lister_for(source).list(leftovers=True))
     if not listed:
         raise ModelFolderError(f"bert.model_path {source.uri} holds no files: {HOW_TO_FIX}")
     _require_model_files((o.key for o in listed if "/" not in o.key), source.uri)
@@ -72,8 +74,12 @@ def cached_model_copy(source: ArtifactStore, cache: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=target.parent))
     try:
-        for obj in listed:
-            path = partial / obj.key
+        try:  # every key is checked before the first download
+            paths = [path_inside(partial, obj.key, f"bert.model_path {source.uri}: object key")
+                     for obj in listed]
+        except UnsafeKeyError as exc:
+            raise ModelFolderError(f"{exc}; remove that object from the prefix") from exc
+        for obj, path in zip(listed, paths, strict=True):
             path.parent.mkdir(parents=True, exist_ok=True)
             source.download_file(obj.key, path)
             if path.stat().st_size != obj.size:

@@ -2,10 +2,16 @@
 
 Layout under the artifact root:
     quarantine/<landing file name>.json          a batch that is quarantined now
-    quarantine/history/<name>.<time>.json        records that were cleared or replaced
+    quarantine/.history/<name>.<time>.json       records that were cleared or replaced
     data_quality/training_data/accepted.json     the training_data version the drift check
                                                  compares with (the last one that passed)
     data_quality/training_data/<version>/drift_profile.json
+
+A landing file may sit in a folder, even one called `history`: archives go under
+`.history/`, a name no landing file can have (hidden names are never ingested), so every
+quarantined file, nested or not, is listed as active. Archives written under `history/`
+before are still read, and told apart by what they record (when they were cleared or
+replaced).
 
 A quarantine record is written when a landing file fails its batch suite and removed (kept
 under history/) when a new upload of the same name passes. The landing file itself is never
@@ -28,7 +34,9 @@ from resources.storage import (
 )
 
 QUARANTINE_PREFIX = "quarantine/"
-HISTORY_PREFIX = "quarantine/history/"
+HISTORY_PREFIX = "quarantine/.history/"
+LEGACY_HISTORY_PREFIX = "quarantine/history/"
+_ARCHIVE_KEYS = ("cleared_at", "replaced_at")
 TRAINING_BASELINE_PREFIX = "data_quality/training_data/"
 
 
@@ -65,6 +73,10 @@ def _write_json(store: ArtifactStore, key: str, value: dict[str, Any]) -> None:
     store.put_bytes(key, json.dumps(value, indent=2, sort_keys=True, default=str).encode())
 
 
+def _is_archive(record: dict[str, Any]) -> bool:
+    return any(k in record for k in _ARCHIVE_KEYS)
+
+
 class QuarantineStore:
     """Quarantine records of landing batches."""
 
@@ -88,14 +100,19 @@ class QuarantineStore:
             if key.startswith(HISTORY_PREFIX) or not key.endswith(".json"):
                 continue
             record = _read_json(self.store, key)
-            if record is not None:
-                records[str(record.get("file") or key[len(QUARANTINE_PREFIX):-5])] = record
+            if record is None or (key.startswith(LEGACY_HISTORY_PREFIX) and _is_archive(record)):
+                continue
+            records[str(record.get("file") or key[len(QUARANTINE_PREFIX):-5])] = record
         return records
 
     def history(self, name: str) -> list[dict[str, Any]]:
-        prefix = f"{HISTORY_PREFIX}{name}."
-        return [r for k in self.store.list_keys(prefix)
-                if k.endswith(".json") and (r := _read_json(self.store, k)) is not None]
+        found = []
+        for prefix in (HISTORY_PREFIX, LEGACY_HISTORY_PREFIX):
+            for key in self.store.list_keys(f"{prefix}{name}."):
+                record = _read_json(self.store, key) if key.endswith(".json") else None
+                if record is not None and _is_archive(record) and record.get("file") == name:
+                    found.append(record)
+        return found
 
     def _archive(self, name: str, record: dict[str, Any], **why: Any) -> None:
         _write_json(self.store, f"{HISTORY_PREFIX}{name}.{_stamp()}.json", {**record, **why})

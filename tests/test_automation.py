@@ -46,6 +46,7 @@ from trending_assets.settings import ConfigError, RetrainSettings, load_settings
 
 from .conftest import write_test_configs
 from .test_alerts import receiver  # noqa: F401  (the webhook server fixture)
+from .test_storage_registry import s3_client  # noqa: F401  (the moto server fixture)
 
 RAW, TRAINING = AssetKey("raw_titles"), AssetKey("training_data")
 
@@ -216,10 +217,11 @@ class RequestSensor:
     """The retrain_requests sensor over a triggers folder, alerting to a loopback webhook."""
 
     def __init__(self, tmp_path: Path, tiny_bert_dir: Path, instance: DagsterInstance,
-                 receiver) -> None:  # noqa: F811
+                 receiver, model_paths: tuple[str, ...] = ()) -> None:  # noqa: F811
         self.triggers = tmp_path / "triggers"
         folder = write_test_configs(tmp_path / "configs", tmp_path / "root", tiny_bert_dir, {
-            "automation": {"retrain_requests": {"uri": str(self.triggers)}},
+            "automation": {"retrain_requests": {"uri": str(self.triggers),
+                                                "model_paths": list(model_paths)}},
             "alerts": {"channels": [{"kind": "webhook", "url": f"{receiver.url}/hook"}]}})
         settings = load_settings("local", folder)
         self.defs = build_definitions(settings)
@@ -309,6 +311,62 @@ def test_rejected_requests_wait_while_the_alert_channel_is_down(
     assert list((triggers / "requests").iterdir()) == []
 
 
+def test_hostile_requests_are_rejected_with_the_bound_or_location_named(
+        tmp_path, tiny_bert_dir, instance, receiver):  # noqa: F811
+    vetted = tmp_path / "vetted-models"
+    # Real folders, so that it is the allow-list that refuses the other two.
+    for folder in (vetted / "minilm", tmp_path / "unvetted", tmp_path / "vetted-models-evil"
+                   / "minilm"):
+        folder.mkdir(parents=True)
+        for name in ("config.json", "model.safetensors", "tokenizer.json"):
+            (folder / name).write_text("{}")
+    requests = RequestSensor(tmp_path, tiny_bert_dir, instance, receiver,
+                             model_paths=(str(vetted),))
+    triggers = requests.triggers
+    ask = {"reason": "x", "requested_by": "y"}
+    bad = {
+        "epochs.json": {"bert": {"epochs": 1e9}},
+        "trees.json": {"xgboost": {"n_estimators": 1e9}},
+        "features.json": {"tfidf": {"max_features": 1e12}},
+        "processes.json": {"bert": {"processes": 64}},
+        "boolean.json": {"bert": {"epochs": True}},
+        "bucket.json": {"bert": {"model_path": "s3://someone-elses-bucket/model"}},
+        "folder.json": {"bert": {"model_path": str(tmp_path / "unvetted")}},
+        "beside.json": {"bert": {"model_path": f"{vetted}-evil/minilm"}},
+    }
+    for name, overrides in bad.items():
+        write_request(triggers, name, {**ask, "overrides": overrides})
+    huge = json.dumps(ask) + " " * 70_000
+    write_request(triggers, "huge.json", huge)
+    write_request(triggers, "vetted.json", {
+        **ask, "overrides": {"bert": {"model_path": str(vetted / "minilm"), "epochs": 3}}})
+
+    (run,) = requests.tick().run_requests
+    assert run.tags[REQUEST_TAG] == "requests/vetted.json"
+    observed = {Path(p["details"]["request_file"]).name: p["observed"]
+                for p in receiver.payloads()}
+    assert set(observed) == {*bad, "huge.json"}
+    assert "bert.epochs': Input should be less than or equal to 100" in observed["epochs.json"]
+    assert "xgboost.n_estimators': Input should be less than or equal to 20000" in (
+        observed["trees.json"])
+    assert "tfidf.max_features': Input should be less than or equal to 2000000" in (
+        observed["features.json"])
+    assert "bert.processes': Input should be less than or equal to 16" in (
+        observed["processes.json"])
+    assert "bert.epochs': Value error, true is a boolean; give a number" in (
+        observed["boolean.json"])
+    for name in ("bucket.json", "folder.json", "beside.json"):
+        assert "is not an allowed base-model location" in observed[name], observed[name]
+        assert f"automation.retrain_requests.model_paths ({vetted})" in observed[name]
+    assert observed["huge.json"] == (
+        f"the request file is {len(huge):,} bytes, over automation.retrain_requests."
+        "max_request_bytes (65,536); a request is a small JSON object")
+    outcomes = [json.loads(LocalArtifactStore(triggers).get_bytes(k)) for k in
+                LocalArtifactStore(triggers).list_keys(PROCESSED_PREFIX)]
+    (huge,) = [o for o in outcomes if o["request_file"].endswith("huge.json")]
+    assert huge["request"] == ""  # not read, not copied
+
+
 def test_submit_writes_valid_requests_and_explains_bad_ones(tmp_path, tiny_bert_dir,
                                                             monkeypatch, capsys):
     triggers = tmp_path / "triggers"
@@ -359,3 +417,29 @@ def test_a_retrain_request_does_not_pull_other_families_along(instance):
     assert tick() == 0  # updated by a request for another family: not followed
     materialize([splits], instance=instance, tags={"trending/trigger": "automation"})
     assert tick() == 1  # new data: followed
+
+
+def test_a_request_name_that_would_leave_processed_is_rejected_and_kept_inside(
+        tmp_path, tiny_bert_dir, instance, receiver, s3_client):  # noqa: F811
+    from resources.storage import S3ArtifactStore
+    from trending_assets.automation.requests import process_requests
+
+    bucket = f"triggers-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    s3_client.create_bucket(Bucket=bucket)
+    folder = write_test_configs(tmp_path / "configs", tmp_path / "root", tiny_bert_dir, {
+        "alerts": {"channels": [{"kind": "webhook", "url": f"{receiver.url}/hook"}]}})
+    settings = load_settings("local", folder)
+    notifier = build_resources(settings)["notifier"]
+    body = json.dumps({"reason": "x", "requested_by": "y"}).encode()
+    for key in ("triggers/requests/../../escape.json", "triggers/requests/.partial.json"):
+        s3_client.put_object(Bucket=bucket, Key=key, Body=body)
+    store = S3ArtifactStore(s3_client, bucket, "triggers")
+
+    runs, rejected = process_requests(store, instance, settings, notifier)
+    assert runs == [] and rejected == ["requests/../../escape.json"]
+    (alert,) = receiver.payloads()
+    assert alert["observed"] == ("the request file name '../../escape.json' is refused: it has "
+                                 "a '..' segment (a parent folder)")
+    keys = sorted(o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"])
+    assert keys[0].startswith("triggers/processed/unsafe-name-") and len(keys) == 2
+    assert keys[1] == "triggers/requests/.partial.json"  # an upload in progress: left alone

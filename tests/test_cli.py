@@ -42,9 +42,11 @@ def test_run_seeds_once_processes_new_files_and_summarizes(tmp_path, tiny_bert_d
     macro = float(rows["reference"].split()[1])
     assert 0.2 < macro <= 1.0  # the real reference model on the real sample
 
+    (root / "landing" / ".draft.csv").write_text("being edited")
     second = run_cli(env, "run")
     assert second.returncode == 0, second.stderr
     assert "landing files ingested: none new" in second.stdout
+    assert "  .draft.csv: not ingested: a hidden name" in second.stdout
     assert "nothing to retrain" in second.stdout
     assert "placed the bundled sample" not in second.stdout
 
@@ -55,7 +57,7 @@ def test_run_seeds_once_processes_new_files_and_summarizes(tmp_path, tiny_bert_d
     assert "landing files ingested: ['extra.csv']" in third.stdout
     assert "v2 (staging)" in third.stdout
     assert sorted(p.name for p in (root / "landing").iterdir()) == [
-        "extra.csv", "netflix_titles_genres.csv.gz"]
+        ".draft.csv", "extra.csv", "netflix_titles_genres.csv.gz"]
 
     # A version that does not exist: what is registered, no traceback.
     missing = run_cli(env, "reproduce", "--model", "trending-now-xgboost", "--version", "7")

@@ -313,6 +313,21 @@ def test_quarantine_store_put_replace_clear(tmp_path):
     assert not (tmp_path / "quarantine" / "a" / "b.csv.json").exists()
 
 
+def test_nested_files_are_listed_even_in_a_folder_called_history(tmp_path):
+    store = QuarantineStore(LocalArtifactStore(tmp_path))
+    for name in ("history/bad.csv", "sub/bad.csv", "bad.csv"):
+        store.put({"file": name, "sha256": "1", "reasons": [f"{name} is bad"]})
+    store.put({"file": "bad.csv", "sha256": "2", "reasons": ["bad.csv is worse"]})
+    assert sorted(store.active()) == ["bad.csv", "history/bad.csv", "sub/bad.csv"]
+    assert [r["sha256"] for r in store.history("bad.csv")] == ["1"]
+    assert store.history("history/bad.csv") == []
+    # an archive written under history/ by earlier versions is history, not active
+    legacy = tmp_path / "quarantine" / "history" / "old.csv.20261101T000000000000Z.json"
+    legacy.write_text(json.dumps({"file": "old.csv", "sha256": "0", "cleared_at": "then"}))
+    assert "old.csv" not in store.active()
+    assert [r["sha256"] for r in store.history("old.csv")] == ["0"]
+
+
 # --- the assets end to end --------------------------------------------------------------
 
 

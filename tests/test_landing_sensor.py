@@ -166,3 +166,40 @@ def test_unreadable_cursor_relists_without_crashing(instance, s3_client, bucket)
     put(s3_client, bucket, f"{today()}/a.csv", b"a")
     ticker.cursor = "not json"
     assert list(requested(ticker.tick())) == [f"{today()}/a.csv"]
+
+
+def test_hidden_and_unsafe_names_are_said_not_ingested(instance, s3_client, bucket):  # noqa: F811
+    from trending_assets.automation.landing import landing_tick
+
+    store = ArtifactStoreResource(uri=f"s3://{bucket}/{LANDING_PREFIX}",
+                                  s3_endpoint_url=s3_client.meta.endpoint_url).open()
+    settings = LandingSensorSettings(layout="dated")
+    for name in ("good.csv", ".hidden.csv", "../escape.csv", "/rooted.csv", "part.csv.tmp"):
+        put(s3_client, bucket, f"{today()}/{name}", b"x")
+    result, tick = landing_tick(instance, store, settings, None)
+    assert list(requested(result)) == [f"{today()}/good.csv"]
+    reasons = {key.removeprefix(f"{today()}/"): reason for key, reason in tick.skipped.items()}
+    assert set(reasons) == {".hidden.csv", "../escape.csv", "/rooted.csv", "part.csv.tmp"}
+    assert reasons[".hidden.csv"].startswith("not ingested: a hidden name")
+    assert reasons["../escape.csv"] == ("not ingested: the name is refused (it has a '..' "
+                                        "segment (a parent folder)); upload it under a plain "
+                                        "name")
+    assert "it has an empty or '.' segment" in reasons["/rooted.csv"]
+    # said once per content, like an ingestion
+    _, again = landing_tick(instance, store, settings, result.cursor)
+    assert again.skipped == {} and again.new == []
+
+
+def test_the_cli_lists_hidden_local_files_with_the_reason(tmp_path: Path) -> None:
+    from resources.storage import LocalArtifactStore
+    from trending_assets.automation.landing import landing_keys, skipped_landing_files
+
+    landing = tmp_path / "landing"
+    (landing / "sub" / ".partial").mkdir(parents=True)
+    for name in ("a.csv", ".b.csv", "sub/c.csv", "sub/.partial/d.csv"):
+        (landing / name).write_text("x")
+    store = LocalArtifactStore(landing)
+    assert landing_keys(store) == ["a.csv", "sub/c.csv"]
+    skipped = skipped_landing_files(store)
+    assert sorted(skipped) == [".b.csv", "sub/.partial/d.csv"]
+    assert all(r.startswith("not ingested: a hidden name") for r in skipped.values())

@@ -243,3 +243,35 @@ def test_registered_version_records_the_base_model_it_trained_from_and_reproduce
     assert outcome.reproduced, outcome.table()
     # The copy made for training is reused (same listing), the replaced upload has its own.
     assert len([p for p in (tmp_path / "cache" / "base-models").iterdir() if p.is_dir()]) == 2
+
+
+@pytest.mark.parametrize("bad_key", ["{tmp}/escaped.txt", "../escaped.txt",
+                                     "sub/../../escaped.txt"])
+def test_a_key_that_would_leave_the_cache_is_refused(
+        s3_client, uploaded_model, tmp_path: Path, bad_key: str) -> None:  # noqa: F811
+    bucket, prefix = uploaded_model
+    bad_key = bad_key.format(tmp=tmp_path)  # absolute: joined to a folder it replaces it
+    s3_client.put_object(Bucket=bucket, Key=f"{prefix}/{bad_key}", Body=b"outside")
+    listed = [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert f"{prefix}/{bad_key}" in listed  # the server keeps the key as written
+    cache = tmp_path / "deep" / "cache"
+    with pytest.raises(ModelFolderError, match=r"object key .* refused: it (starts with '/'|"
+                                               r"has a '\.\.' segment)") as caught:
+        cached_model_copy(S3ArtifactStore(s3_client, bucket, prefix), cache)
+    assert repr(bad_key) in str(caught.value)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # nothing written anywhere
+
+
+def test_path_inside_refuses_a_symbolic_link_out(tmp_path: Path) -> None:
+    from resources.safe_keys import UnsafeKeyError, path_inside
+
+    folder, outside = tmp_path / "folder", tmp_path / "outside"
+    folder.mkdir()
+    outside.mkdir()
+    (folder / "link").symlink_to(outside)
+    assert path_inside(folder, "a/b.txt", "key") == (folder / "a" / "b.txt").resolve()
+    with pytest.raises(UnsafeKeyError, match="resolves outside the folder"):
+        path_inside(folder, "link/x.txt", "key")
+    for key in ("", "/x", "a//b", "./x", "a\\..\\x"):
+        with pytest.raises(UnsafeKeyError):
+            path_inside(folder, key, "key")

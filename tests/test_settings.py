@@ -36,6 +36,9 @@ def config_dir(tmp_path: Path) -> Path:
     return target
 
 
+HEADER_ONLY = "id,title,kind,description,genres,year,source\n"
+
+
 def _edit_yaml(path: Path, patch: dict) -> None:
     data = yaml.safe_load(path.read_text()) or {}
     path.write_text(yaml.safe_dump(deep_merge(data, patch)))
@@ -270,6 +273,7 @@ def test_relative_paths_resolve_against_trending_root(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("TRENDING_ROOT", str(tmp_path))
+    (tmp_path / "models" / "minilm").mkdir(parents=True)  # a local model_path must exist
     s = load_settings("local", overrides={"bert": {"model_path": "models/minilm"}})
     assert s.storage.root == str((tmp_path / ".trending").resolve())
     assert s.storage.landing == str((tmp_path / ".trending" / "landing").resolve())
@@ -338,6 +342,67 @@ def test_ood_file_bundled_follows_the_package_not_the_root(
     assert settings.data.ood_path() == REPO_ROOT / "trending_assets" / "data" / (
         "streaming_ood_titles_genres.csv.gz")
     assert settings.data.ood_path().is_file()
+    (tmp_path / "ood").mkdir()
+    (tmp_path / "ood" / "titles.csv").write_text(HEADER_ONLY)  # a named ood_file must exist
     own = load_settings("local", config_dir, {"data": {"ood_file": "ood/titles.csv"}})
     assert own.data.ood_path() == tmp_path / "ood" / "titles.csv"
     assert load_settings("local", config_dir, {"data": {"ood_file": None}}).data.ood_path() is None
+
+
+# --- problems found at load time, not hours later ----------------------------------------
+
+
+def _load_error(config_dir: Path, env: str = "local") -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env, config_dir)
+    return str(info.value)
+
+
+def test_duplicate_key_is_refused_with_file_and_line(config_dir: Path) -> None:
+    local = config_dir / "local.yaml"
+    local.write_text(local.read_text() + "executor: in_process\n")  # `executor` is set above
+    message = _load_error(config_dir)
+    assert str(local) in message and "not valid YAML" in message
+    assert "duplicate key 'executor' (first on line 3)" in message
+
+
+def test_non_utf8_file_names_the_file_and_line(config_dir: Path) -> None:
+    base = config_dir / "base.yaml"
+    base.write_bytes(base.read_bytes().replace(b"trending-now-split-v1", b"caf\xe9-split", 1))
+    message = _load_error(config_dir)
+    line = base.read_bytes().split(b"caf\xe9")[0].count(b"\n") + 1
+    assert message == (f"{base}: not UTF-8 text: byte 0xe9 on line {line} cannot be decoded; "
+                       "save the file as UTF-8")
+
+
+@pytest.mark.parametrize(("patch", "key", "problem"), [
+    ({"bert": {"epochs": True}}, "bert.epochs", "true is a boolean; give a number"),
+    ({"xgboost": {"learning_rate": False}}, "xgboost.learning_rate",
+     "false is a boolean; give a number"),
+    ({"automation": {"weekly_retrain_cron": "0 25 * * 1"}}, "automation.weekly_retrain_cron",
+     "'0 25 * * 1' is not a cron schedule of five fields"),
+    ({"automation": {"timezone": "Mars/Olympus"}}, "automation.timezone",
+     "'Mars/Olympus' is not an IANA time zone"),
+    ({"data": {"taxonomy_file": "genre.yaml"}}, "data.taxonomy_file", "no file "),
+    ({"data": {"ood_file": "/nowhere/ood.csv"}}, "data.ood_file", "no file /nowhere/ood.csv"),
+    ({"bert": {"model_path": "/nowhere/minilm"}}, "bert.model_path",
+     "no folder /nowhere/minilm"),
+    ({"gates": {"xgboost": {"slices": [{"slice": "kind=mvie", "min_macro_f1": 0.3}]}}},
+     "gates.xgboost.slices.0.slice",
+     "'kind=mvie' is not a slice the evaluation produces: kind=movie, kind=tv, ood or "
+     "ood:source=<platform>"),
+])
+def test_problems_are_found_at_load_time_naming_file_and_key(
+        config_dir: Path, patch: dict, key: str, problem: str) -> None:
+    _edit_yaml(config_dir / "staging.yaml", patch)
+    message = _load_error(config_dir, "staging")
+    assert f"{config_dir / 'staging.yaml'}: key '{key}': " in message, message
+    assert problem in message, message
+
+
+def test_every_slice_the_evaluation_produces_is_a_valid_gate(config_dir: Path) -> None:
+    slices = [{"slice": s, "min_macro_f1": 0.1}
+              for s in ("kind=movie", "kind=tv", "ood", "ood:source=hulu")]
+    _edit_yaml(config_dir / "staging.yaml", {"gates": {"bert": {"slices": slices}}})
+    loaded = load_settings("staging", config_dir)
+    assert [s.slice for s in loaded.gates.bert.slices] == [s["slice"] for s in slices]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import resources as package_files
 from types import ModuleType
@@ -35,6 +35,7 @@ from trending_assets.assets.ingestion import landing_files
 from trending_assets.automation.landing import (
     landing_changes,
     landing_keys,
+    skipped_landing_files,
     training_job,
 )
 from trending_assets.batches import retire_command
@@ -71,13 +72,14 @@ class IngestOutcome:
     ingested: list[str]  # accepted: new rows for training
     quarantined: dict[str, list[str]]  # landing file -> why (see its quarantine record)
     failed: list[str]  # the ingest run itself failed (see the Dagster UI)
+    skipped: dict[str, str] = field(default_factory=dict)  # not ingested (hidden name) -> why
 
 
 def ingest_new_files(settings: Settings, instance: DagsterInstance) -> IngestOutcome:
     """Materialize raw_titles for every new or re-uploaded (changed) landing file."""
     store = _definitions().build_resources(settings)["landing"].open()
     quarantine = QuarantineStore(artifact_root(settings.storage))
-    outcome = IngestOutcome([], {}, [])
+    outcome = IngestOutcome([], {}, [], skipped_landing_files(store))
     for change in landing_changes(store, instance):
         key = change.key
         if not instance.has_dynamic_partition(landing_files.name, key):
@@ -182,6 +184,8 @@ def run(force: bool) -> int:
             print(f"  {key}: {first}{more}")
     if outcome.failed:
         print(f"landing files that could not be ingested (see the Dagster UI): {outcome.failed}")
+    for key, reason in outcome.skipped.items():
+        print(f"  {key}: {reason}")
     run_id = None
     if outcome.ingested or force or not last_training_succeeded(instance):
         result = execute_job(reconstructable(_definitions().training_job_def), instance,

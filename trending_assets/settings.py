@@ -12,7 +12,9 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from types import NoneType, UnionType
+from typing import Any, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from dagster import ConfigurableResource
@@ -21,11 +23,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from resources.notify import channel_url_problem
+from trending_assets.ml.limits import LandingLimits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENVIRONMENTS = ("local", "staging", "production")
@@ -37,9 +41,30 @@ class ConfigError(ValueError):
     """A configuration file is missing or invalid; the message names file, key and problem."""
 
 
+_NUMBERS = {int, float}
+
+
+def _is_number(annotation: Any) -> bool:
+    """int, float, or either of them or None."""
+    if annotation in _NUMBERS:
+        return True
+    return isinstance(annotation, UnionType) and bool(
+        set(get_args(annotation)) - {NoneType}) and set(get_args(annotation)) <= {
+        *_NUMBERS, NoneType}
+
+
 class _Strict(BaseModel):
     # Unknown keys are typos far more often than intent: reject them.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads `true` as 1 for a number: `epochs: true` is a mistake, not 1 epoch.
+        if isinstance(value, bool) and info.field_name is not None and _is_number(
+                cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"{str(value).lower()} is a boolean; give a number")
+        return value
 
 
 class StorageSettings(_Strict):
@@ -148,6 +173,7 @@ class DataSettings(_Strict):
     )
     bounds: TitleBounds = TitleBounds()
     batch: BatchGateSettings = BatchGateSettings()
+    landing_limits: LandingLimits = LandingLimits()
     labels_per_title: IntRange = IntRange(min=1, max=3)
     label_cardinality: FloatRange = FloatRange(min=1.0, max=3.0)
     max_duplicate_id_rate: float = Field(
@@ -187,44 +213,45 @@ class DataSettings(_Strict):
 
 class TfidfSettings(_Strict):
     ngram_max: int = Field(2, ge=1, le=3)
-    min_df: int = Field(2, ge=1)
-    max_features: int = Field(50_000, ge=100)
+    min_df: int = Field(2, ge=1, le=1000)
+    max_features: int = Field(50_000, ge=100, le=2_000_000)
     sublinear_tf: bool = True
 
 
 class ReferenceSettings(_Strict):
-    C: float = Field(4.0, gt=0)
-    max_iter: int = Field(1000, ge=10)
+    C: float = Field(4.0, gt=0, le=1e6)
+    max_iter: int = Field(1000, ge=10, le=100_000)
     balanced: bool = True
 
 
 class XGBoostSettings(_Strict):
     """Mirrors ml.xgboost_model.XGBoostParams (see that module for what each part does)."""
 
-    n_estimators: int = Field(400, ge=1)
-    max_depth: int = Field(4, ge=1)
+    n_estimators: int = Field(400, ge=1, le=20_000)
+    max_depth: int = Field(4, ge=1, le=32)
     learning_rate: float = Field(0.2, gt=0, le=1)
-    max_bin: int = Field(16, ge=2)
-    k_best_features: int = Field(300, ge=10)
-    early_stopping_rounds: int = Field(20, ge=1)
-    min_child_weight: float = Field(1.0, ge=0)
+    max_bin: int = Field(16, ge=2, le=4096)
+    k_best_features: int = Field(300, ge=10, le=2_000_000)
+    early_stopping_rounds: int = Field(20, ge=1, le=10_000)
+    min_child_weight: float = Field(1.0, ge=0, le=1e6)
     colsample_bytree: float = Field(1.0, gt=0, le=1)
     multi_strategy: Literal["one_output_per_tree", "multi_output_tree"] = "one_output_per_tree"
     linear_folds: int = Field(
-        3, ge=0, description="out-of-fold linear genre scores as features; 0 = none")
-    linear_C: float = Field(4.0, gt=0)
+        3, ge=0, le=20, description="out-of-fold linear genre scores as features; 0 = none")
+    linear_C: float = Field(4.0, gt=0, le=1e6)
     linear_max_rows: int = Field(
-        20_000, ge=0, description="rows per fold for the logistic scorers; 0 = all rows")
+        20_000, ge=0, le=10_000_000,
+        description="rows per fold for the logistic scorers; 0 = all rows")
     nb_scores: bool = Field(
         True, description="naive Bayes log-odds per genre as features (needs linear_folds >= 2)")
     boost_from_linear: bool = Field(
         True, description="trees start from the linear scores (needs linear_folds >= 2)")
     rare_genre_weight: float = Field(
         0.0, ge=0, le=1, description="row weight exponent for rare genres; 0 = off")
-    n_jobs: int = Field(0, ge=0, description="0 = the CPU limit (affinity, cgroup quota)")
+    n_jobs: int = Field(0, ge=0, le=512, description="0 = the CPU limit (affinity, cgroup quota)")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
                         description="cuda (or cuda:N) when a GPU is configured")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**31 - 1)
 
     @model_validator(mode="after")
     def _linear_folds_usable(self) -> XGBoostSettings:
@@ -241,29 +268,33 @@ class BertSettings(_Strict):
                           "a local folder or s3://bucket/prefix; empty = the bundled MiniLM"
     )
     max_length: int = Field(64, ge=8, le=512)
-    epochs: int = Field(2, ge=1)
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
+    epochs: int = Field(2, ge=1, le=100)
+    batch_size: int = Field(32, ge=1, le=4096)
+    learning_rate: float = Field(1e-4, gt=0, le=1)
+    weight_decay: float = Field(0.01, ge=0, le=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping; 0 = off")
-    seed: int = 0
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
+    max_grad_norm: float = Field(1.0, ge=0, le=1e3, description="gradient clipping; 0 = off")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    threads: int = Field(0, ge=0, le=512, description="torch CPU threads; 0 = all cores")
     # Training loop (trending_assets/ml/bert_loop.py); batch_size is per optimizer step over
     # all processes, so changing `processes` or `grad_accum_steps` keeps the optimisation.
-    grad_accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    grad_accum_steps: int = Field(1, ge=1, le=1024,
+                                  description="micro-batches per optimizer step")
     head_dropout: float = Field(0.1, ge=0, lt=1)
-    pad_multiple: int = Field(8, ge=1, description="batch widths round up to a multiple")
+    pad_multiple: int = Field(8, ge=1, le=128,
+                              description="batch widths round up to a multiple")
     compile: bool = Field(False, description="torch.compile, one graph per padded width")
     early_stopping_patience: int = Field(
-        0, ge=0, description="stop after this many epochs without a better val macro-F1; 0 = off")
+        0, ge=0, le=100,
+        description="stop after this many epochs without a better val macro-F1; 0 = off")
     checkpoint_every_steps: int = Field(
-        0, ge=0, description="checkpoint cadence in optimizer steps; 0 = at epoch ends only")
-    log_every_steps: int = Field(20, ge=1)
+        0, ge=0, le=10_000_000,
+        description="checkpoint cadence in optimizer steps; 0 = at epoch ends only")
+    log_every_steps: int = Field(20, ge=1, le=10_000_000)
     precision: Literal["auto", "fp32"] = Field(
         "auto", description="auto: bf16 autocast on a GPU, fp32 on CPU; fp32: fp32 everywhere")
     processes: int = Field(
-        1, ge=1, description="data-parallel worker processes per node (torchrun); 1 = one "
+        1, ge=1, le=16, description="data-parallel worker processes per node (torchrun); 1 = one "
                              "plain process. On Kubernetes the pod's GPU count equals this")
 
     @model_validator(mode="after")
@@ -445,6 +476,21 @@ class RetrainRequestSettings(_Strict):
         None, description="where retrain requests (JSON) are written: a folder or s3:// prefix; "
                           "empty = <storage.root>/triggers")
     minimum_interval_seconds: int = Field(30, ge=5)
+    max_request_bytes: int = Field(
+        65_536, ge=1024, le=16 * 2**20,
+        description="a larger request file is rejected without being parsed")
+    model_paths: tuple[str, ...] = Field(
+        (), description="base-model locations a request may set as bert.model_path, besides "
+                        "the configured one: absolute folders or s3:// prefixes; a location "
+                        "inside one is allowed too")
+
+    @field_validator("model_paths")
+    @classmethod
+    def _absolute_locations(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        relative = [v for v in value if not (v.startswith("s3://") or Path(v).is_absolute())]
+        if relative:
+            raise ValueError(f"use absolute folders or s3:// prefixes, not {relative}")
+        return value
 
 
 class AutomationSettings(_Strict):
@@ -655,13 +701,35 @@ class Settings(_Strict):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently, so the first value would be ignored without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found") from exc
     try:
-        data = yaml.safe_load(text) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}: not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} "
+                          "cannot be decoded; save the file as UTF-8") from exc
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -752,12 +820,57 @@ def load_settings(
             origin = _key_origin(err["loc"], layers)
             problems.append(f"{origin}: key '{key}': {err['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from exc
+    problems = [f"{_key_origin(loc, layers)}: key '{'.'.join(map(str, loc))}': {problem}"
+                for loc, problem in _reference_problems(settings)]
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     if settings.environment != env:
         raise ConfigError(
             f"{folder / f'{env}.yaml'}: key 'environment' is {settings.environment!r} "
             f"but APP_ENV selects {env!r}"
         )
     return settings
+
+
+def _reference_problems(settings: Settings) -> list[tuple[tuple[Any, ...], str]]:
+    """What a valid-looking configuration refers to and cannot be found or parsed: found at
+    load time instead of hours later in the step that uses it."""
+    from dagster._utils.schedules import is_valid_cron_schedule  # what schedules accept
+
+    from trending_assets.ml.report import is_slice_name
+
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    taxonomy = Path(settings.config_dir) / settings.data.taxonomy_file
+    if not taxonomy.is_file():
+        problems.append((("data", "taxonomy_file"), f"no file {taxonomy}"))
+    ood = settings.data.ood_path()
+    if ood is not None and settings.data.ood_file != BUNDLED and not ood.is_file():
+        problems.append((("data", "ood_file"), f"no file {ood} (`bundled` = the shipped set, "
+                                              "null = no out-of-distribution evaluation)"))
+    model_path = settings.bert.model_path
+    if model_path and "://" not in model_path and not Path(model_path).is_dir():
+        problems.append((("bert", "model_path"), f"no folder {model_path} (null = the "
+                                                 "bundled MiniLM)"))
+    cron = settings.automation.weekly_retrain_cron
+    if cron and not is_valid_cron_schedule(cron):
+        problems.append((("automation", "weekly_retrain_cron"),
+                         f"{cron!r} is not a cron schedule of five fields (minute hour "
+                         "day-of-month month day-of-week), e.g. '0 3 * * 1'"))
+    try:
+        ZoneInfo(settings.automation.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append((("automation", "timezone"),
+                         f"{settings.automation.timezone!r} is not an IANA time zone, e.g. UTC "
+                         "or Europe/Berlin"))
+    kinds = settings.data.bounds.kinds
+    for family in ("reference", "xgboost", "bert"):
+        for i, gate in enumerate(getattr(settings.gates, family).slices):
+            if not is_slice_name(gate.slice, kinds):
+                problems.append((("gates", family, "slices", i, "slice"),
+                                 f"{gate.slice!r} is not a slice the evaluation produces: "
+                                 f"{', '.join(f'kind={k}' for k in kinds)}, ood or "
+                                 "ood:source=<platform>"))
+    return problems
 
 
 def load_taxonomy_config(settings: Settings) -> dict[str, Any]:

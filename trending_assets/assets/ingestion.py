@@ -25,6 +25,7 @@ from dagster import (
 )
 
 from resources.io_manager import read_current_manifest, read_version_at, stored_base
+from resources.landing_reader import read_bounded
 from resources.quarantine import QuarantineStore, TrainingDataBaseline
 from resources.retirement import RetiredBatches
 from resources.storage import (
@@ -96,13 +97,15 @@ def raw_titles(
     config = settings.get()
     taxonomy = Taxonomy.from_config(settings.taxonomy())
     landing_store = landing.open()
+    read_limits = config.data.landing_limits
     try:
-        data = landing_store.get_bytes(name)
+        stored = read_bounded(landing_store, name, read_limits.max_expanded_bytes)
     except ArtifactNotFoundError as exc:
         raise Failure(f"landing file {landing_store.uri_of(name)} is gone: it was removed "
                       "after its partition was added; nothing to ingest") from exc
     with measured() as figures:
-        assessment = assess_batch(data, name, taxonomy, batch_limits(config))
+        assessment = assess_batch(stored.data, name, taxonomy, batch_limits(config), read_limits,
+                                  size_bytes=stored.size, sha256=stored.sha256)
     quarantine = QuarantineStore(artifact_root(config.storage))
     load = assessment.load
     common: dict[str, Any] = {

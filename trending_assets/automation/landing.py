@@ -36,10 +36,11 @@ from dagster import (
     sensor,
 )
 
+from resources.landing_reader import stored_sha256
 from resources.listing import ListedObject, ObjectLister, is_upload_leftover, lister_for
+from resources.safe_keys import unsafe_key_reason
 from resources.storage import ArtifactNotFoundError, ArtifactStore, ArtifactStoreResource
 from trending_assets.assets.ingestion import landing_files, raw_titles
-from trending_assets.ml.dataset import content_sha256
 from trending_assets.settings import LandingSensorSettings
 
 ingest_job = define_asset_job(
@@ -56,9 +57,26 @@ training_job = define_asset_job(
 # --- the CLI's comparison (content hashes) -------------------------------------------------
 
 
+def not_ingested_reason(key: str) -> str | None:
+    """Why a listed landing object is not ingested, or None when it is."""
+    unsafe = unsafe_key_reason(key)
+    if unsafe is not None:
+        return f"not ingested: the name is refused ({unsafe}); upload it under a plain name"
+    if is_upload_leftover(key):
+        return ("not ingested: a hidden name (a part starting with '.') or a .tmp name is "
+                "taken for an upload in progress or an editor file; rename it to ingest it")
+    return None
+
+
 def landing_keys(store: ArtifactStore) -> list[str]:
     """Landing files in the store; hidden and temporary files are upload leftovers."""
-    return [k for k in store.list_keys() if not is_upload_leftover(k)]
+    return [k for k in store.list_keys() if not_ingested_reason(k) is None]
+
+
+def skipped_landing_files(store: ArtifactStore) -> dict[str, str]:
+    """Objects in the landing area that are not ingested -> why (so none goes unmentioned)."""
+    return {o.key: reason for o in lister_for(store).list(leftovers=True)
+            if (reason := not_ingested_reason(o.key)) is not None}
 
 
 @dataclass(frozen=True)
@@ -85,7 +103,7 @@ def landing_changes(store: ArtifactStore, instance: DagsterInstance) -> list[Lan
     changes = []
     for key in landing_keys(store):
         try:
-            digest = content_sha256(store.get_bytes(key))
+            digest = stored_sha256(store, key)
         except ArtifactNotFoundError:  # removed while we were listing
             continue
         if key not in done:
@@ -139,6 +157,7 @@ class LandingTick:
     cursor: LandingCursor
     listed: int  # objects listed
     deferred: int  # new objects left for the next tick (over max_runs_per_tick)
+    skipped: dict[str, str] = field(default_factory=dict)  # new, not ingested -> why
 
 
 def plan_landing_tick(
@@ -153,12 +172,18 @@ def plan_landing_tick(
     scopes = listing_scopes(settings, now)
     next_seen = {scope: dict(cursor.seen.get(scope, {})) for scope in scopes}
     new: list[ListedObject] = []
+    skipped: dict[str, str] = {}
     listed = deferred = 0
     for scope in scopes:
         seen = next_seen[scope]
-        for obj in lister.list(scope, page_size=settings.page_size):
+        for obj in lister.list(scope, page_size=settings.page_size, leftovers=True):
             listed += 1
             if seen.get(obj.key) == obj.etag:
+                continue
+            reason = not_ingested_reason(obj.key)
+            if reason is not None:  # said once per content, like an ingestion
+                skipped[obj.key] = reason
+                seen[obj.key] = obj.etag
                 continue
             if len(new) >= settings.max_runs_per_tick:
                 deferred += 1  # not recorded as seen: the next tick picks it up
@@ -168,7 +193,7 @@ def plan_landing_tick(
                 continue
             new.append(obj)
             seen[obj.key] = obj.etag
-    return LandingTick(new, LandingCursor(next_seen), listed, deferred)
+    return LandingTick(new, LandingCursor(next_seen), listed, deferred, skipped)
 
 
 class PartitionIndex:
@@ -194,7 +219,7 @@ def ingested_unchanged(instance: DagsterInstance, store: ArtifactStore, partitio
     if not seen:
         return False
     try:
-        return content_sha256(store.get_bytes(obj.key)) == seen
+        return stored_sha256(store, obj.key) == seen
     except ArtifactNotFoundError:
         return True  # removed since the listing: nothing to ingest
 
@@ -225,6 +250,8 @@ def build_landing_sensor(settings: LandingSensorSettings, running: bool) -> Sens
         result, tick = landing_tick(context.instance, landing.open(), settings, context.cursor)
         context.log.info(f"listed {tick.listed} landing objects: {len(tick.new)} new or "
                          f"changed, {tick.deferred} left for the next tick")
+        for key, reason in tick.skipped.items():
+            context.log.warning(f"landing object {key!r}: {reason}")
         return result
 
     return landing_sensor

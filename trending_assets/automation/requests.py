@@ -29,6 +29,7 @@ parameterized run); the README shows the same launch through the GraphQL API.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -52,9 +53,11 @@ from dagster import (
 from dagster._core.storage.tags import RUN_KEY_TAG  # the tag the daemon sets; no public export
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from resources.listing import lister_for
+from resources.landing_reader import read_bounded
+from resources.listing import is_upload_leftover, lister_for
 from resources.notify import Alert, DeliveryLedger, NotifierResource, NotifyError
 from resources.quarantine import delete_key
+from resources.safe_keys import unsafe_key_reason
 from resources.storage import ArtifactStore, ArtifactStoreResource
 from trending_assets.automation.alerts import UiLinks
 from trending_assets.automation.landing import training_job
@@ -94,7 +97,11 @@ class RequestRejected(ValueError):
 
 
 def parse_request(data: bytes, settings: Settings) -> RetrainRequest:
-    """Validate a request file, including its overrides against the configuration."""
+    """Validate a request file, including its overrides against the configuration (whose
+    bounds apply to every hyperparameter) and the base-model locations it allows."""
+    limit = settings.automation.retrain_requests.max_request_bytes
+    if len(data) > limit:
+        raise RequestRejected(request_too_large(len(data), limit))
     try:
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -109,10 +116,37 @@ def parse_request(data: bytes, settings: Settings) -> RetrainRequest:
             for e in exc.errors())) from exc
     if request.overrides:
         try:
-            load_settings(settings.environment, settings.config_dir, request.overrides)
+            requested = load_settings(settings.environment, settings.config_dir,
+                                      request.overrides)
         except ConfigError as exc:
             raise RequestRejected(f"overrides: {exc}") from exc
+        if "model_path" in (request.overrides.get("bert") or {}):
+            _require_allowed_model_path(requested.bert.model_path, settings)
     return request
+
+
+def request_too_large(size: int, limit: int) -> str:
+    return (f"the request file is {size:,} bytes, over automation.retrain_requests."
+            f"max_request_bytes ({limit:,}); a request is a small JSON object")
+
+
+def _inside(location: str, allowed: str) -> bool:
+    return location == allowed or location.startswith(allowed.rstrip("/") + "/")
+
+
+def _require_allowed_model_path(location: str | None, settings: Settings) -> None:
+    """A request may train from the configured base model or a listed location only: any
+    other folder or bucket is code and data nobody vetted."""
+    if location == settings.bert.model_path:
+        return
+    allowed = settings.automation.retrain_requests.model_paths
+    if location is not None and any(_inside(location, a) for a in allowed):
+        return
+    shown = location if location is not None else "null (the bundled model)"
+    raise RequestRejected(
+        f"overrides: bert.model_path {shown} is not an allowed base-model location: use the "
+        f"configured one ({settings.bert.model_path or 'the bundled model'}) or one under "
+        f"automation.retrain_requests.model_paths ({', '.join(allowed) or 'none listed'})")
 
 
 def current_data_version(instance: DagsterInstance) -> str | None:
@@ -168,6 +202,8 @@ def request_run(request: RetrainRequest, key: str, etag: str,
 
 def _record_outcome(store: ArtifactStore, key: str, data: bytes, outcome: dict[str, Any]) -> None:
     name = key.removeprefix(REQUESTS_PREFIX)
+    if unsafe_key_reason(name) is not None:  # recorded under a name that stays in processed/
+        name = f"unsafe-name-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     store.put_bytes(f"{PROCESSED_PREFIX}{name}.{stamp}.json", json.dumps(
         {**outcome, "request_file": store.uri_of(key),
@@ -195,8 +231,15 @@ def process_requests(store: ArtifactStore, instance: DagsterInstance, settings: 
     runs, rejected = [], []
     links = UiLinks(settings.alerts.ui_base_url)
     ledger, down = DeliveryLedger(instance), {}  # a dead channel is tried once per tick
-    for obj in lister_for(store).list(REQUESTS_PREFIX):
-        data = store.get_bytes(obj.key)
+    limit = settings.automation.retrain_requests.max_request_bytes
+    # Hidden names too, so that `requests/../x` is rejected and said, not passed over.
+    for obj in lister_for(store).list(REQUESTS_PREFIX, leftovers=True):
+        name = obj.key.removeprefix(REQUESTS_PREFIX)
+        unsafe = unsafe_key_reason(name)
+        if unsafe is None and is_upload_leftover(name):
+            continue  # an upload in progress
+        stored = read_bounded(store, obj.key, limit)
+        data = stored.data
         run_key = request_run_key(obj.key, obj.etag)
         launched = instance.get_runs(RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1)
         if launched:  # asked for on an earlier tick and launched: done
@@ -204,6 +247,10 @@ def process_requests(store: ArtifactStore, instance: DagsterInstance, settings: 
                                                    "run_id": launched[0].run_id})
             continue
         try:
+            if unsafe is not None:
+                raise RequestRejected(f"the request file name {name!r} is refused: {unsafe}")
+            if not stored.complete:
+                raise RequestRejected(request_too_large(stored.size, limit))
             run = request_run(parse_request(data, settings), obj.key, obj.etag, instance)
         except Exception as exc:  # any bad request is rejected, never the sensor's failure
             problem = (str(exc) if isinstance(exc, RequestRejected)

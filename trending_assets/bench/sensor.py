@@ -125,9 +125,9 @@ class CountingLister(ObjectLister):
         self.inner = inner
         self.requests = 0
 
-    def list(self, prefix: str = "", page_size: int = 1000):
+    def list(self, prefix: str = "", page_size: int = 1000, leftovers: bool = False):
         listed = 0
-        for obj in self.inner.list(prefix, page_size):
+        for obj in self.inner.list(prefix, page_size, leftovers):
             listed += 1
             yield obj
         self.requests += max(1, -(-listed // page_size))

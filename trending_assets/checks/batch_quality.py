@@ -25,11 +25,12 @@ from trending_assets.checks.gx_suites import (
     validate_landing_batch,
 )
 from trending_assets.ml.dataset import LandingLoad, accepted_table, load_landing_file
+from trending_assets.ml.limits import LandingLimits
 from trending_assets.ml.taxonomy import Taxonomy
 
 ACTION = ("Fix the file and upload it again under the same name (or upload a corrected file "
           "under a new name); the new content is ingested on the next run and this record "
-          "moves to quarantine/history/. Until then the batch is not trained on.")
+          "moves to quarantine/.history/. Until then the batch is not trained on.")
 
 
 @dataclass
@@ -102,6 +103,7 @@ class BatchAssessment:
             "format": self.load.format,
             "compression": self.load.compression,
             "rows_read": self.rows,
+            "limit_exceeded": self.load.limit_exceeded,
             "reasons": self.reasons,
             "warnings": self.warnings,
             "failed_expectations": self.failed_expectations(),
@@ -111,9 +113,11 @@ class BatchAssessment:
 
 
 def assess_batch(data: bytes, name: str, taxonomy: Taxonomy,
-                 limits: BatchLimits | None = None) -> BatchAssessment:
-    """Read and validate one landing file; never raises on bad content."""
-    load = load_landing_file(data, name)
+                 limits: BatchLimits | None = None, read_limits: LandingLimits | None = None,
+                 *, size_bytes: int | None = None, sha256: str | None = None) -> BatchAssessment:
+    """Read and validate one landing file; never raises on bad content. `size_bytes` and
+    `sha256` describe the stored file when `data` is not all of it (see load_landing_file)."""
+    load = load_landing_file(data, name, read_limits, size_bytes=size_bytes, sha256=sha256)
     if load.problems:
         return BatchAssessment(load, None)
     suite = validate_landing_batch(load.frame, taxonomy, limits or BatchLimits())

@@ -219,6 +219,15 @@ def evaluate(
     )
 
 
+def is_slice_name(name: str, kinds: Sequence[str]) -> bool:
+    """Whether `evaluate_on_splits` can produce a slice called `name`: `kind=<kind>` for a
+    kind the data may hold, `ood`, or `ood:source=<platform>`."""
+    kind_slices = {f"{SLICE_COLUMN}={k}" for k in kinds}
+    source_prefix = f"{OOD_SPLIT}:{SOURCE_COLUMN}="
+    return name in kind_slices or name == OOD_SPLIT or (
+        name.startswith(source_prefix) and len(name) > len(source_prefix))
+
+
 def evaluate_on_splits(model: Any, model_name: str, splits: TitleSplits,
                        baseline: EvaluationResult | None = None) -> EvaluationResult:
     """`evaluate` a model (anything with `predict_proba(texts)`) on a split table: thresholds

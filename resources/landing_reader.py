@@ -1,0 +1,73 @@
+"""Landing files read with a bound: what is kept in memory never passes the configured size,
+whatever is stored.
+
+A file is streamed in chunks through its sha256; its bytes are kept only while they stay
+within `max_bytes`. A larger file gives its size and hash (so it is recognised when it
+changes) and no content: the reader quarantines it by its size alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+from resources.storage import (
+    ArtifactNotFoundError,
+    ArtifactStore,
+    LocalArtifactStore,
+    S3ArtifactStore,
+)
+
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class BoundedRead:
+    data: bytes  # the whole file, or b"" when it is larger than the bound
+    size: int
+    sha256: str
+
+    @property
+    def complete(self) -> bool:
+        return len(self.data) == self.size
+
+
+def _chunks(store: ArtifactStore, key: str) -> Iterator[bytes]:
+    if isinstance(store, LocalArtifactStore):
+        try:
+            with store._path(key).open("rb") as handle:
+                while chunk := handle.read(CHUNK_BYTES):
+                    yield chunk
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(f"no artifact at {store.uri_of(key)}") from exc
+    elif isinstance(store, S3ArtifactStore):
+        try:
+            body = store.client.get_object(Bucket=store.bucket, Key=store._key(key))["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                raise ArtifactNotFoundError(f"no artifact at {store.uri_of(key)}") from exc
+            raise
+        yield from body.iter_chunks(CHUNK_BYTES)
+    else:
+        yield store.get_bytes(key)
+
+
+def read_bounded(store: ArtifactStore, key: str, max_bytes: int) -> BoundedRead:
+    """The file under `key`, its size and sha256; its content only up to `max_bytes`."""
+    digest, kept, size = hashlib.sha256(), [], 0
+    for chunk in _chunks(store, key):
+        digest.update(chunk)
+        size += len(chunk)
+        if size <= max_bytes:
+            kept.append(chunk)
+        else:
+            kept.clear()
+    return BoundedRead(b"".join(kept) if size <= max_bytes else b"", size, digest.hexdigest())
+
+
+def stored_sha256(store: ArtifactStore, key: str) -> str:
+    """sha256 of a stored file, read in chunks (never the whole file in memory)."""
+    return read_bounded(store, key, 0).sha256
