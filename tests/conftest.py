@@ -13,6 +13,7 @@ from dagster import AssetsDefinition, asset
 
 from trending_assets.ml.dataset import TitleSplits, assign_splits, build_training_table
 from trending_assets.ml.taxonomy import Taxonomy
+from trending_assets.rehearsal.stack import write_tiny_bert
 
 REPO = Path(__file__).resolve().parents[1]
 NETFLIX = REPO / "trending_assets" / "data" / "netflix_titles_genres.csv.gz"
@@ -31,17 +32,7 @@ def netflix() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer BERT with the bundled MiniLM tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from trending_assets.ml.bert import bundled_model_path
-
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    tokenizer = AutoTokenizer.from_pretrained(bundled_model_path(), local_files_only=True)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
 def title_splits(titles: pd.DataFrame, val_fraction: float, test_fraction: float,

@@ -35,7 +35,7 @@ from dagster._core.instance.config import PoolGranularity, dagster_instance_conf
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.test_utils import create_run_for_test
 
-from trending_assets.settings import load_settings
+from trending_assets.settings import deep_merge, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 HELM = REPO / "helm"
@@ -60,15 +60,10 @@ def load_values(name: str | Path) -> dict[str, Any]:
 
 def helm_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     """Helm's merge of a later -f file over an earlier one (pkg/cli/values mergeMaps): maps
-    merge key by key, anything else (lists included) is replaced whole. A null is kept: when
-    the chart's defaults are coalesced under these values, a null deletes the key."""
-    merged = dict(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = helm_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+    merge key by key, anything else (lists included) is replaced whole: the settings' merge.
+    A null is kept: when the chart's defaults are coalesced under these values, a null
+    deletes the key."""
+    return deep_merge(base, overlay)
 
 
 def user_values(env: str, *extra_files: Path) -> dict[str, Any]:
