@@ -228,5 +228,5 @@ def test_retraining_follows_what_changed_not_how_the_last_run_ended():
         assert not failed.success
         again = decide_retrain(instance, job, trained_on, force=False)
         assert again.retrain
-        assert again.reason == (f"the last training run {failed.run_id} ended FAILURE (a "
-                                "failure, not a refused model): training again")
+        assert again.reason == (f"the last training run {failed.run_id} ended FAILURE (it "
+                                "did not complete; a refused model completes): training again")

@@ -116,8 +116,8 @@ def decide_retrain(instance: DagsterInstance, job_name: str, current: Fingerprin
     if finished and finished[0].status != DagsterRunStatus.SUCCESS:
         run = finished[0]
         return RetrainDecision(True, f"the last training run {run.run_id} ended "
-                                     f"{run.status.value} (a failure, not a refused model): "
-                                     "training again")
+                                     f"{run.status.value} (it did not complete; a refused "
+                                     "model completes): training again")
     for run in instance.get_runs(RunsFilter(job_name=job_name,
                                             statuses=[DagsterRunStatus.SUCCESS]),
                                  limit=SEARCHED_RUNS):
