@@ -7,19 +7,42 @@ export GX_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export WANDB_SILENT := true
 
-.PHONY: run test ui lint validate clean screenshots deploy-check image rehearse
+.PHONY: run test ui lint validate clean screenshots deploy-check image rehearse lock postgres
 
-# torch first, pinned: 2.13.0 is a CPU build here; an open range pulls a multi-GB CUDA build.
-$(VENV)/.installed-run: pyproject.toml
+# Every direct and transitive dependency is pinned in the lock (`make lock` recompiles it);
+# installs take only those versions, so a fresh install next month is today's.
+LOCK := requirements/lock.txt
+# torch first, explicitly: PyPI's torch 2.13.0 for Linux x86_64 is the CUDA build (several
+# GB of nvidia-* wheels). A CPU wheel that pip can find (a find-links folder in pip's
+# configuration, or TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu")
+# is preferred: its version, 2.13.0+cpu, matches the lock's torch==2.13.0.
+TORCH_PIP_ARGS ?=
+$(VENV)/.installed-run: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -c $(LOCK) $(TORCH_PIP_ARGS) torch==2.13.0
+	$(PY) -m pip install --quiet -c $(LOCK) -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed-run
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[test]'
 	touch $@
+
+## make lock: recompile the lock from pyproject.toml (resolved against the CPU torch wheel;
+## its local version label is dropped so the lock installs from PyPI too)
+lock:
+	test -x $(VENV)/bin/uv || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install -c $(LOCK) uv; }
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 $(addprefix --find-links ,$(PIP_FIND_LINKS)) \
+		--annotation-style line --custom-compile-command "make lock" --quiet -o $(LOCK)
+	sed -i 's/^torch==2.13.0+cpu /torch==2.13.0     /' $(LOCK)
+
+# tests/test_postgres_instance.py starts a real PostgreSQL server (initdb + pg_ctl): Debian's
+# package, installed once when missing (as chromium below).
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		     $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
 
 # The browser test drives Debian's chromium (no downloaded browser); installed once, when
 # missing. A fresh machine's package lists may be empty or stale: update, then retry.
@@ -39,7 +62,7 @@ run: $(VENV)/.installed-run $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m trending_assets.cli run
 
 ## make test: the same environment with test extras, then the whole test suite
-test: $(VENV)/.installed-test $(CHROMIUM)
+test: $(VENV)/.installed-test $(CHROMIUM) postgres
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
@@ -62,14 +85,14 @@ validate: $(VENV)/.installed-run
 # The Helm test renders with the real engine against TRENDING_HELM_CHART: the offline chart copy
 # beside this checkout when there is one (else the test skips and says how to set it).
 deploy-check: SHARED_CHART := $(abspath $(CURDIR)/../shared/vendor/dagster-chart)
-deploy-check: $(VENV)/.installed-test
+deploy-check: $(VENV)/.installed-test postgres
 	$(if $(wildcard $(SHARED_CHART)/Chart.yaml),TRENDING_HELM_CHART="$${TRENDING_HELM_CHART:-$(SHARED_CHART)}") \
 	$(PY) -m pytest tests/test_k8s_jobs.py tests/test_helm_values.py tests/test_deploy_files.py \
 		tests/test_postgres_instance.py
 
 ## make rehearse: staging on this machine: PostgreSQL, S3 (moto) and a Kubernetes API stand-in
 ## that runs every step Job as a process; the CD smoke test runs in one of its pods
-rehearse: $(VENV)/.installed-test
+rehearse: $(VENV)/.installed-test postgres
 	$(PY) -m trending_assets.rehearsal.stack
 
 ## make image: the code location image (VARIANT=cuda for the GPU build; needs Docker)

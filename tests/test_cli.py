@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from resources.registry import ModelRegistry
 from resources.storage import LocalArtifactStore
@@ -67,6 +70,58 @@ def test_run_seeds_once_processes_new_files_and_summarizes(tmp_path, tiny_bert_d
         f"{root / 'artifacts' / 'registry'}; registered: trending-now-bert v1, v2; "
         "trending-now-xgboost v1, v2")
     assert "Traceback" not in missing.stderr
+
+
+def summary_rows(stdout: str) -> dict[str, str]:
+    lines = stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("model "))
+    return {line.split()[0]: line for line in lines[header + 2:header + 5]}
+
+
+def test_refused_model_is_a_result_and_nothing_retrains_after_it(tmp_path, tiny_bert_dir,
+                                                                 pipeline_env):
+    """A gate above what XGBoost can reach: the run succeeds, the summary says why the model
+    was refused, the refusal is recorded, and the next run retrains nothing."""
+    root = pipeline_env["root"]
+    config_dir = write_test_configs(tmp_path / "configs", root, tiny_bert_dir,
+                                    {"gates": {"xgboost": {"min_macro_f1": 0.99}}})
+    (tmp_path / "home").mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"),
+           "TRENDING_CONFIG_DIR": str(config_dir), "APP_ENV": "local"}
+
+    first = run_cli(env, "run")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "no completed training run recorded what it trained on: training" in first.stdout
+    run_id = re.search(r"training run (\S+): succeeded", first.stdout).group(1)
+    rows = summary_rows(first.stdout)
+    macro = float(rows["xgboost"].split()[1])
+    assert f"refused: macro_f1 {macro:.3f} < 0.990" in rows["xgboost"]
+    assert rows["xgboost"].endswith("not registered (refused)")
+    assert "passed" in rows["bert"] and "v1 (staging)" in rows["bert"]
+
+    registry = root / "artifacts" / "registry"
+    assert not (registry / "trending-now-xgboost" / "versions").exists()
+    record = json.loads((registry / "trending-now-xgboost" / "refused" / f"{run_id}.json")
+                        .read_text())
+    assert record["registered"] is False
+    assert record["blessing"]["decision"] == "refused"
+    assert record["blessing"]["policy"] == "first_run"  # no champion to compare with yet
+    failed = [c for c in record["blessing"]["criteria"] if c["outcome"] == "fail"]
+    assert [c["name"] for c in failed] == ["macro_f1"]
+    assert failed[0]["observed"] == pytest.approx(macro, abs=5e-4)
+
+    second = run_cli(env, "run")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert (f"nothing changed since the last completed training run {run_id}"
+            in second.stdout)
+    assert "training run" not in second.stdout.replace(
+        f"completed training run {run_id}", "")
+    assert summary_rows(second.stdout)["xgboost"] == rows["xgboost"]
+
+    # The summary command tells the same story, and exits 0.
+    summary = run_cli(env, "summary")
+    assert summary.returncode == 0
+    assert summary_rows(summary.stdout)["xgboost"] == rows["xgboost"]
 
 
 def test_configuration_errors_are_reported_without_a_traceback(tmp_path, tiny_bert_dir):
@@ -172,3 +227,53 @@ def test_flipped_byte_in_production_is_reported_and_replaced_by_the_next_run(
     clean = run_cli(env, "registry", "verify")
     assert clean.returncode == 0, clean.stdout
     assert clean.stdout.rstrip().endswith("no problems")
+
+
+def test_retraining_follows_what_changed_not_how_the_last_run_ended():
+    from dagster import asset, instance_for_test, materialize
+
+    from trending_assets.retraining import Fingerprint, decide_retrain
+
+    @asset
+    def trained():
+        return 1
+
+    @asset
+    def crashed():
+        raise RuntimeError("out of memory")
+
+    job = "__ephemeral_asset_job__"  # what materialize() names its runs
+    trained_on = Fingerprint("data-1", {"xgboost_model": "1", "bert_model": "2"}, "cfg-1")
+    with instance_for_test() as instance:
+        first = decide_retrain(instance, job, trained_on, force=False)
+        assert first.retrain
+        assert first.reason == "no completed training run recorded what it trained on: training"
+
+        done = materialize([trained], instance=instance, tags=trained_on.tags())
+        same = decide_retrain(instance, job, trained_on, force=False)
+        assert not same.retrain
+        assert same.reason.startswith(
+            f"nothing changed since the last completed training run {done.run_id} (accepted "
+            "data data-1, code versions, configuration cfg-1): nothing to retrain")
+        assert decide_retrain(instance, job, trained_on, force=True).retrain
+
+        changed = Fingerprint("data-2", {"xgboost_model": "2", "bert_model": "2",
+                                         "new_asset": "1"}, "cfg-2")
+        moved = decide_retrain(instance, job, changed, force=False)
+        assert moved.retrain
+        assert moved.reason == (
+            f"changed since the last completed training run {done.run_id}: accepted data "
+            "data-1 -> data-2; code version new_asset new -> 1, xgboost_model 1 -> 2; "
+            "configuration cfg-1 -> cfg-2")
+
+        # A run launched elsewhere records no fingerprint: the CLI's last one still counts.
+        materialize([trained], instance=instance)
+        assert not decide_retrain(instance, job, trained_on, force=False).retrain
+
+        failed = materialize([crashed], instance=instance, tags=trained_on.tags(),
+                             raise_on_error=False)
+        assert not failed.success
+        again = decide_retrain(instance, job, trained_on, force=False)
+        assert again.retrain
+        assert again.reason == (f"the last training run {failed.run_id} ended FAILURE (it "
+                                "did not complete; a refused model completes): training again")

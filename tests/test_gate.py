@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from dagster import AssetCheckSeverity
 
 from trending_assets.ml.gate import (
     ChampionEvidence,
@@ -88,6 +89,26 @@ def test_first_run_below_a_value_threshold_is_refused() -> None:
     assert blessing.decision == "refused"
     assert blessing.aliases == []
     assert "macro_f1: macro_f1 0.210 < 0.300" in blessing.summary
+
+
+def test_below_the_value_gate_is_never_registered_even_when_forced() -> None:
+    """A candidate below its own floors is refused before any champion comparison can be
+    overridden; one that only loses to the champion is still registered (no alias)."""
+    below = decide("m", "xgboost", metrics(macro=0.21), GATE, champion(macro=0.49))
+    assert below.value_refused and below.decision == "refused"
+    assert below.first_reason == "macro_f1 0.210 < 0.300"
+    assert below.champion["version"] == 1  # the champion it was compared with is kept
+    assert "not registered (below the value gate)" in below.summary
+
+    override = Override.requested(True, "launch", "alice", "m")
+    forced = decide("m", "xgboost", metrics(macro=0.21), GATE, champion(macro=0.49), override)
+    assert forced.decision == "refused" and forced.aliases == []
+    assert forced.override["used"] is False
+    assert "the override cannot force a candidate below the value gate" in forced.summary
+
+    worse = decide("m", "xgboost", metrics(macro=0.45), GATE, champion(macro=0.49))
+    assert worse.decision == "refused" and not worse.value_refused
+    assert worse.first_reason.startswith("macro_f1 0.450 vs champion v1 0.490")
 
 
 def test_better_challenger_is_promoted() -> None:
@@ -289,7 +310,8 @@ def test_aligned_to_reorders_and_zero_fills_genres() -> None:
 
 
 def test_meets_thresholds_check_reads_the_whole_value_gate() -> None:
-    """The blocking `<family>_meets_thresholds` check: slice and genre floors included."""
+    """The `<family>_meets_thresholds` check: slice and genre floors included; a failure
+    is a WARN (the registration refuses the candidate; the run goes on)."""
     from trending_assets.assets.evaluation import gate_result
     from trending_assets.ml.report import EvaluationResult
 
@@ -303,6 +325,7 @@ def test_meets_thresholds_check_reads_the_whole_value_gate() -> None:
     check = gate_result("xgboost", result, GATE)
     assert check.check_name == "xgboost_meets_thresholds"
     assert not check.passed
+    assert check.severity == AssetCheckSeverity.WARN
     assert check.description == "kind=movie/macro_f1 0.200 < 0.250"
     assert check.metadata["failed"].value == ["kind=movie/macro_f1"]
     assert check.metadata["min_macro_f1"].value == 0.30

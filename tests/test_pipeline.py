@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetKey, DagsterInstance, instance_for_test
+from dagster import AssetCheckSeverity, AssetKey, DagsterInstance, instance_for_test
 
 from resources.registry import ModelRegistry
 from resources.storage import LocalArtifactStore
@@ -102,23 +102,28 @@ def test_whole_graph_materializes_registers_and_tracks(pipeline_env):
         assert 0 < bert_eval["summary"]["test/macro_f1"] <= 1
 
 
-def test_failing_gate_stops_registration(pipeline_env):
+def test_failing_gate_refuses_registration_and_the_run_succeeds(pipeline_env):
     impossible = {"gates": {"xgboost": {"min_macro_f1": 1.0,
                                         "slices": [{"slice": "ood", "min_macro_f1": 1.0}]}}}
     with instance_for_test() as instance:
         settings, result = run_pipeline(instance, pipeline_env["config_dir"],
                                         ["batch-001.csv"], impossible)
-        assert not result.success
+        assert result.success  # a refused model is a result, not a failed run
         checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
         assert not checks["xgboost_meets_thresholds"].passed
+        assert checks["xgboost_meets_thresholds"].severity == AssetCheckSeverity.WARN
         assert "macro_f1" in checks["xgboost_meets_thresholds"].description
         # the out-of-distribution slice is judged, not skipped
         assert set(checks["xgboost_meets_thresholds"].metadata["failed"].value) == {
             "macro_f1", "ood/macro_f1"}
         assert checks["bert_meets_thresholds"].passed
-        materialized = {e.asset_key.to_user_string()
+        materialized = {e.asset_key.to_user_string(): e.materialization.metadata
                         for e in result.get_asset_materialization_events()}
-        assert "registered_xgboost_model" not in materialized
+        refused = materialized["registered_xgboost_model"]  # the decision, not a version
+        assert refused["decision"].value == "refused"
+        assert refused["version"].value is None and refused["registered"].value is False
+        assert refused["failed_criteria"].value == ["macro_f1", "ood/macro_f1"]
+        assert refused["reason"].value.startswith("macro_f1 ")
         assert "registered_bert_model" in materialized
         registry = ModelRegistry(LocalArtifactStore(settings.storage.root))
         assert registry.versions("trending-now-xgboost") == []

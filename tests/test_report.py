@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,8 @@ import pytest
 from resources.tracking import WandbTracker
 from trending_assets.ml.report import EvaluationResult, evaluate, genre_confusion
 
-from .wandb_offline import read_run
+from . import wandb_offline
+from .wandb_offline import frames, read_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GENRES = ["Drama", "Comedy", "Horror"]
@@ -138,3 +141,47 @@ def test_plots_and_table_reach_the_offline_wandb_run(tmp_path):
     by_genre = {row[0]: row for row in content["data"]}
     assert by_genre["Drama"][4] == 3
     assert by_genre["Drama"][3] == pytest.approx(result.overall["per_genre"]["Drama"]["f1"])
+
+
+def test_offline_reader_waits_for_the_run_to_close(tmp_path, monkeypatch):
+    """wandb may still be writing the run file when `finish()` returns: the reader must
+    wait for the closing record, not read a file that lacks the logged history."""
+    tracker = WandbTracker(mode="offline", dir=str(tmp_path / "wandb"))
+    with tracker.start_run(name="eval", job_type="evaluate", config={"family": "x"}) as run:
+        run.log_table("per_genre", hand_result().per_genre_rows())
+        folder = Path(run.folder)
+    assert read_run(folder)["history"][0]["per_genre/nrows"] == len(GENRES)
+
+    # The same file as it was before its history record was written; the rest arrives
+    # once the reader is waiting.
+    (path,) = folder.glob("run-*.wandb")
+    data = path.read_bytes()
+    cut = next(end for end, payload in frames(data) if b"per_genre" in payload)
+    cut = max(end for end, _ in frames(data) if end < cut)
+    partial = tmp_path / "partial"
+    shutil.copytree(folder, partial)
+    (partial / path.name).write_bytes(data[:cut])
+    read_once = threading.Event()
+    read_records = wandb_offline.records
+
+    def records_then_signal(found: Path) -> list:
+        try:
+            return read_records(found)
+        finally:
+            read_once.set()
+
+    monkeypatch.setattr(wandb_offline, "records", records_then_signal)
+
+    def finish_writing() -> None:
+        # Only after the reader has seen the unfinished file.
+        if read_once.wait(timeout=60):
+            (partial / path.name).write_bytes(data)
+
+    writer = threading.Thread(target=finish_writing)
+    writer.start()
+    try:
+        logged = read_run(partial, timeout=60)
+    finally:
+        read_once.set()
+        writer.join()
+    assert logged["history"][0]["per_genre/nrows"] == len(GENRES)

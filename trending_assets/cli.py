@@ -18,8 +18,6 @@ from dagster import (
     AssetCheckKey,
     AssetKey,
     DagsterInstance,
-    DagsterRunStatus,
-    RunsFilter,
     execute_job,
     reconstructable,
 )
@@ -41,6 +39,7 @@ from trending_assets.automation.landing import (
 from trending_assets.batches import retire_command
 from trending_assets.governance import complete_wandb_links, reproduce_version
 from trending_assets.ml.reproduce import ReproductionError
+from trending_assets.retraining import current_fingerprint, decide_retrain
 from trending_assets.settings import ConfigError, Settings, load_settings
 
 SAMPLE_FILE = "netflix_titles_genres.csv.gz"
@@ -99,11 +98,6 @@ def ingest_new_files(settings: Settings, instance: DagsterInstance) -> IngestOut
     return outcome
 
 
-def last_training_succeeded(instance: DagsterInstance) -> bool:
-    runs = instance.get_runs(RunsFilter(job_name=training_job.name), limit=1)
-    return bool(runs) and runs[0].status == DagsterRunStatus.SUCCESS
-
-
 @dataclass
 class SummaryRow:
     model: str
@@ -121,8 +115,14 @@ def summarize(instance: DagsterInstance, run_id: str | None) -> list[SummaryRow]
         gate = _latest_check(instance, f"{family}_evaluation", f"{family}_meets_thresholds")
         registered = _latest_metadata(instance, f"registered_{family}_model")
         same_run = registered.get("dagster_run_id") == run_id if run_id else True
+        if gate.startswith("FAILED: ") and family != "reference":
+            # Below the value gate: the registration refused it, first failed criterion first.
+            first = gate.removeprefix("FAILED: ").split("; ")[0]
+            gate = f"refused: {(same_run and registered.get('reason')) or first}"
         if family == "reference":
             version = "not registered (baseline)"
+        elif registered and same_run and registered.get("version") is None:
+            version = "not registered (refused)"
         elif registered and same_run:
             held = ", ".join(registered["aliases"]) or registered.get("decision", "no alias")
             version = f"v{registered['version']} ({held})"
@@ -159,7 +159,8 @@ def format_summary(rows: list[SummaryRow]) -> str:
         for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -187,16 +188,17 @@ def run(force: bool) -> int:
     for key, reason in outcome.skipped.items():
         print(f"  {key}: {reason}")
     run_id = None
-    if outcome.ingested or force or not last_training_succeeded(instance):
+    fingerprint = current_fingerprint(instance, _definitions().training_job_def(), settings)
+    decision = decide_retrain(instance, training_job.name, fingerprint, force)
+    print(decision.reason)
+    if decision.retrain:
         result = execute_job(reconstructable(_definitions().training_job_def), instance,
-                             tags=MANUAL_TAGS, raise_on_error=False)
+                             tags={**MANUAL_TAGS, **fingerprint.tags()}, raise_on_error=False)
         run_id = result.run_id
         print(f"training run {run_id}: {'succeeded' if result.success else 'FAILED'}")
-    else:
-        print("no newly accepted landing files and the last training run succeeded: nothing to "
-              "retrain (use --force to retrain anyway)")
     print()
     print(format_summary(summarize(instance, run_id)))
+    # A refused model is a result (exit 0, the summary says why); 1 is for a failed run.
     return 0 if run_id is None or result.success else 1
 
 

@@ -57,7 +57,7 @@ BLESSING_FILE = "blessing.md"
 
 @dataclass(frozen=True)
 class Candidate:
-    """A trained model that passed its value gate, with what its registration records."""
+    """A trained model and its evaluation, with what its registration records."""
 
     model_name: str
     family: str
@@ -78,9 +78,10 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Registered:
-    """A stored registration: its version, its blessing and the champion it was judged on."""
+    """A registration decision: its version (None when refused below the value gate, so
+    nothing was stored), its blessing and the champion it was judged on."""
 
-    version: int
+    version: int | None
     blessing: Blessing
     champion: ChampionEvidence | None
     wandb_target: str  # the W&B registry collection the version is mirrored into
@@ -91,9 +92,11 @@ def register_candidate(registry: ModelRegistry, candidate: Candidate,
                        on_override: Callable[[Blessing], None]) -> Registered:
     """Bless the candidate against the production champion on the same test rows and store
     it as a new immutable version with its record and documents; aliases move only as the
-    blessing says. `on_override` hears of a forced promotion before anything is stored;
-    if it raises, nothing is. The candidate's and the champion's files are sha256-checked
-    before the decision is committed (ArtifactIntegrityError names a damaged one)."""
+    blessing says. A candidate below its value gate is not stored: its decision is recorded
+    under registry/<model>/refused/ and the result has no version. `on_override` hears of a
+    forced promotion before anything is stored; if it raises, nothing is. The candidate's
+    and the champion's files are sha256-checked before the decision is committed
+    (ArtifactIntegrityError names a damaged one)."""
     settings, family, model_name = candidate.settings, candidate.family, candidate.model_name
     gate = getattr(settings.gates, family)
     rows = rows_digest(candidate.splits.table, candidate.splits.genres)
@@ -101,11 +104,14 @@ def register_candidate(registry: ModelRegistry, candidate: Candidate,
     champion = champion_evidence(registry, model_name, family, candidate.model_type,
                                  candidate.splits, rows)
     blessing = decide(model_name, family, metrics, gate, champion, override)
+    target = registry_target(settings.registry.wandb_registry, model_name)
+    if blessing.value_refused:
+        record_refusal(registry, candidate, _record(candidate, metrics, rows, blessing, target))
+        return Registered(None, blessing, champion, target)
     if blessing.override:
         # The alert goes out before anything moves: no silent override.
         on_override(blessing)
     documents = _documents(candidate, blessing, gate, rows)
-    target = registry_target(settings.registry.wandb_registry, model_name)
     entry = registry.register(
         model_name, candidate.save,
         record=_record(candidate, metrics, rows, blessing, target),
@@ -119,6 +125,18 @@ def register_candidate(registry: ModelRegistry, candidate: Candidate,
         verify=() if champion is None else (champion.version,),
     )
     return Registered(entry["version"], blessing, champion, target)
+
+
+def refusal_key(model_name: str, run_id: str) -> str:
+    return f"registry/{model_name}/refused/{run_id}.json"
+
+
+def record_refusal(registry: ModelRegistry, candidate: Candidate,
+                   record: dict[str, Any]) -> str:
+    """Store the decision on a candidate that was not registered (once per run); its key."""
+    key = refusal_key(candidate.model_name, candidate.lineage["dagster_run_id"])
+    registry.store.put_if_absent(key, _json_bytes({**record, "registered": False}))
+    return key
 
 
 def champion_evidence(registry: ModelRegistry, model_name: str, family: str, model_type: type,

@@ -1,6 +1,8 @@
 """Registration assets: every candidate that passed its value gate becomes an immutable
 registry version with its blessing (the champion/challenger decision and why), a model card
-and a reproducibility manifest; aliases move only as the blessing says.
+and a reproducibility manifest; aliases move only as the blessing says. A candidate below
+its value gate is refused here: the asset still materializes, as a "refused" record with
+every failed criterion and the champion, and nothing is stored for it in the registry.
 
 The decision and what a version stores live in trending_assets/governance.py
 (`register_candidate`); the asset reads run config and resources, sends the override alert,
@@ -30,6 +32,7 @@ from trending_assets.governance import (
     SPLITS_ASSET,
     Candidate,
     override_alert,
+    refusal_key,
     register_candidate,
 )
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
@@ -42,7 +45,7 @@ from trending_assets.settings import SettingsResource
 
 MODEL_NAME_PREFIX = "trending-now"
 # Bump when what the assets compute changes (see trending_assets/assets/__init__.py).
-REGISTRATION_CODE_VERSION = "2"
+REGISTRATION_CODE_VERSION = "3"
 
 
 class PromotionConfig(Config):
@@ -79,7 +82,7 @@ def registered_model_asset(family: str, model_type: type) -> AssetsDefinition:
                     "once the value gate passed; the blessing compares it with the production "
                     "champion on the same test rows and moves aliases only if it passes (or "
                     "an audited override forces it: run config force_promotion, reason, "
-                    "author).",
+                    "author). Below the value gate: a 'refused' record, nothing registered.",
     )
     def _registered(
         context: AssetExecutionContext, config: PromotionConfig, settings: SettingsResource,
@@ -106,25 +109,37 @@ def registered_model_asset(family: str, model_type: type) -> AssetsDefinition:
             version, blessing, champion = (registered.version, registered.blessing,
                                            registered.champion)
             link = None
-            if settings_value.registry.backend == "wandb" and tracker.mode != "disabled":
+            if (version is not None and settings_value.registry.backend == "wandb"
+                    and tracker.mode != "disabled"):
                 link = _link_in_wandb(context, tracker, store, model_name, version,
                                       registered.wandb_target, blessing.aliases, fields)
-        context.log.info(f"{model_name} v{version}: {blessing.summary}")
+        if version is None:
+            context.log.warning(f"{model_name} refused, not registered: {blessing.summary}")
+            stored: dict[str, Any] = {
+                "registry_uri": store.store.uri_of(refusal_key(model_name, context.run.run_id))}
+        else:
+            context.log.info(f"{model_name} v{version}: {blessing.summary}")
+            stored = {
+                "registry_uri": store.store.uri_of(f"registry/{model_name}"),
+                "model_card": MetadataValue.md(
+                    store.document(model_name, version, "model_card.md").decode()),
+                "wandb_registry_link": "not mirrored" if link is None else link["status"],
+            }
         return MaterializeResult(metadata={
             **as_metadata(fields, figures),
             "model_name": model_name,
             "version": version,
             "decision": blessing.decision,
+            "registered": version is not None,
+            "reason": blessing.first_reason,
+            "failed_criteria": [c.name for c in blessing.failed],
             "aliases": blessing.aliases,
             "blessing": MetadataValue.md(blessing.to_markdown()),
             "champion_version": None if champion is None else champion.version,
             "forced_by": None if not blessing.override else blessing.override["author"],
             "macro_f1": evaluation.macro_f1,
             "micro_f1": evaluation.micro_f1,
-            "registry_uri": store.store.uri_of(f"registry/{model_name}"),
-            "model_card": MetadataValue.md(
-                store.document(model_name, version, "model_card.md").decode()),
-            "wandb_registry_link": "not mirrored" if link is None else link["status"],
+            **stored,
             "upstream": MetadataValue.json(upstream),
         })
 

@@ -25,6 +25,8 @@ import pandas as pd
 from trending_assets.ml.markdown import md_cell
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
+# Criteria on the candidate alone (the value gate); "change" compares it with the champion.
+VALUE_KINDS = ("value", "slice", "genre")
 METRICS = ("macro_f1", "micro_f1", "micro_precision", "micro_recall")
 ALIASES_FOR = {"staging": ["staging"], "production": ["staging", "production"]}
 
@@ -106,6 +108,16 @@ class Blessing:
     @property
     def failed(self) -> list[Criterion]:
         return [c for c in self.criteria if c.failed]
+
+    @property
+    def value_refused(self) -> bool:
+        """Refused on its own value (not against the champion): it is never registered."""
+        return any(c.kind in VALUE_KINDS for c in self.failed)
+
+    @property
+    def first_reason(self) -> str:
+        """What a one-line summary says: the first failed criterion's reason."""
+        return self.failed[0].reason if self.failed else self.summary
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -291,13 +303,19 @@ def decide(model: str, family: str, candidate: Mapping[str, Any], gate: Any,
                    f"({champion.source} on the same test rows); ")
     failed = [c for c in criteria if c.failed]
     passed = sum(c.outcome == PASS for c in criteria)
+    # An override forces past the champion comparison only: a candidate below its own value
+    # floors is never registered, so there is nothing to promote.
+    value_failed = any(c.kind in VALUE_KINDS for c in failed)
     # An override promotes as far as the gate ever does (a first model to production too).
     target = natural if override is None else gate.promote_to
-    forced = override is not None and (bool(failed) or target != natural)
-    if failed and override is None:
+    forced = override is not None and not value_failed and (bool(failed) or target != natural)
+    if failed and (override is None or value_failed):
         decision, aliases = "refused", []
         summary = (f"{preface}refused: {len(failed)} of {len(criteria)} criteria failed: "
-                   + "; ".join(f"{c.name}: {c.reason}" for c in failed))
+                   + "; ".join(f"{c.name}: {c.reason}" for c in failed)
+                   + ("; not registered (below the value gate)" if value_failed else "")
+                   + ("; the override cannot force a candidate below the value gate"
+                      if override is not None and value_failed else ""))
     elif forced:
         decision, aliases = "promoted", ALIASES_FOR[target]
         why = (f"despite {len(failed)} failed: {', '.join(c.name for c in failed)}" if failed
