@@ -1,0 +1,121 @@
+"""Overlapping runs: every step reads the input versions of its own run."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    ExecuteInProcessResult,
+    InputContext,
+    instance_for_test,
+    materialize,
+)
+
+from resources.io_manager import ArtifactIOManager
+from resources.registry import ModelRegistry
+from resources.storage import LocalArtifactStore
+from trending_assets.definitions import build_assets, build_resources
+from trending_assets.settings import Settings, load_settings
+
+PREPARED = ["training_data", "data_splits", "tfidf_features", "reference_model",
+            "reference_evaluation"]
+XGBOOST = ["xgboost_model", "xgboost_evaluation", "registered_xgboost_model"]
+DEADLINE_S = 600
+
+# Where a paused run waits: set by the loading step, released by the test.
+PAUSE = {"entered": threading.Event(), "release": threading.Event()}
+
+
+class PausingIOManager(ArtifactIOManager):
+    """The real IO manager, holding the step that loads `xgboost_model` until released."""
+
+    def load_input(self, context: InputContext) -> Any:
+        if context.asset_key == AssetKey("xgboost_model"):
+            PAUSE["entered"].set()
+            assert PAUSE["release"].wait(DEADLINE_S), "the paused run was never released"
+        return super().load_input(context)
+
+
+def run_assets(instance: DagsterInstance, settings: Settings, selection: list[str],
+               overrides: dict | None = None, pausing: bool = False,
+               partition: str | None = None) -> ExecuteInProcessResult:
+    resources = build_resources(settings, json.dumps(overrides or {}))
+    if pausing:
+        resources["io_manager"] = PausingIOManager(store=resources["io_manager"].store)
+    return materialize(build_assets(settings), resources=resources, instance=instance,
+                       selection=selection, partition_key=partition)
+
+
+def materialization(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    (event,) = [e for e in result.get_asset_materialization_events()
+                if e.asset_key == AssetKey(asset)]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def prepare(instance: DagsterInstance, settings: Settings) -> ExecuteInProcessResult:
+    """Ingest the landing file and build everything the XGBoost steps read."""
+    instance.add_dynamic_partitions("landing_files", ["batch-001.csv"])
+    assert run_assets(instance, settings, ["raw_titles"], partition="batch-001.csv").success
+    prepared = run_assets(instance, settings, PREPARED)
+    assert prepared.success
+    return prepared
+
+
+def test_overlapping_runs_each_register_their_own_model(pipeline_env):
+    settings = load_settings("local", pipeline_env["config_dir"])
+    config_a = {"xgboost": {"n_estimators": 30, "max_depth": 6}}
+    config_b = {"xgboost": {"n_estimators": 3, "max_depth": 2}}
+    with instance_for_test() as instance:
+        prepared = prepare(instance, settings)
+        outcome: dict[str, ExecuteInProcessResult] = {}
+
+        def run_a() -> None:
+            outcome["a"] = run_assets(instance, settings, XGBOOST, config_a, pausing=True)
+
+        # Run A trains with config A, then waits as its evaluation starts loading the model.
+        thread = threading.Thread(target=run_a)
+        thread.start()
+        assert PAUSE["entered"].wait(DEADLINE_S), "run A never reached its evaluation"
+        # Run B starts later, trains with config B and registers while A waits.
+        b = run_assets(instance, settings, XGBOOST, config_b)
+        PAUSE["release"].set()
+        thread.join(DEADLINE_S)
+        assert not thread.is_alive()
+        a = outcome["a"]
+        assert a.success and b.success
+
+        registry = ModelRegistry(LocalArtifactStore(settings.storage.root))
+        assert registry.versions("trending-now-xgboost") == [1, 2]
+        by_run = {registry.get("trending-now-xgboost", v)["lineage"]["dagster_run_id"]: v
+                  for v in (1, 2)}
+        assert set(by_run) == {a.run_id, b.run_id}
+        splits_sha = materialization(prepared, "data_splits")["artifact_sha256"]
+        for result in (a, b):
+            model = materialization(result, "xgboost_model")
+            evaluation = materialization(result, "xgboost_evaluation")
+            registered = materialization(result, "registered_xgboost_model")
+            record = registry.get("trending-now-xgboost", by_run[result.run_id])
+            # the evaluation scored this run's model and the version holds its metrics
+            assert json.loads(json.dumps(evaluation["input_versions"]))["xgboost_model"] == {
+                "version": result.run_id, "artifact_sha256": model["artifact_sha256"],
+                "this_run": True}
+            assert registered["macro_f1"] == evaluation["macro_f1"]
+            assert record["metrics"]["macro_f1"] == evaluation["macro_f1"]
+            # lineage names the exact inputs: this run's model and evaluation, the splits
+            # both runs started with
+            inputs = record["lineage"]["input_versions"]
+            assert inputs["xgboost_model"]["artifact_sha256"] == model["artifact_sha256"]
+            assert inputs["xgboost_evaluation"]["artifact_sha256"] == \
+                evaluation["artifact_sha256"]
+            assert inputs["data_splits"] == {"version": prepared.run_id,
+                                             "artifact_sha256": splits_sha, "this_run": False}
+        # the two configurations gave two different models, and each run kept its own
+        assert materialization(a, "xgboost_evaluation")["macro_f1"] != \
+            materialization(b, "xgboost_evaluation")["macro_f1"]
+        stored_a = Path(settings.storage.root, "assets", "xgboost_model", a.run_id)
+        assert stored_a.is_dir()
