@@ -1,8 +1,8 @@
 """Configuration: `configs/base.yaml` + one overlay per environment, validated by pydantic.
 
 This is the only module that reads environment variables (`APP_ENV`, `TRENDING_CONFIG_DIR`,
-`TRENDING_ROOT`, `TRENDING_CODE_VERSION`, `DAGSTER_CURRENT_IMAGE`). Everything else receives a
-validated `Settings` object or plain values taken from it.
+`TRENDING_ROOT`, `TRENDING_CODE_VERSION`, `DAGSTER_CURRENT_IMAGE`, `DAGSTER_HOME`). Everything
+else receives a validated `Settings` object or plain values taken from it.
 """
 
 from __future__ import annotations
@@ -754,6 +754,12 @@ def load_settings(
             f"but APP_ENV selects {env!r}"
         )
     return settings
+
+
+def dagster_home() -> Path | None:
+    """$DAGSTER_HOME, where the Dagster instance lives; None when unset."""
+    home = os.environ.get("DAGSTER_HOME")
+    return Path(home) if home else None
 
 
 def load_taxonomy_config(settings: Settings) -> dict[str, Any]:
