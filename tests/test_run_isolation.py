@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
 from dagster import (
     AssetKey,
     DagsterInstance,
@@ -19,7 +23,9 @@ from dagster import (
 from resources.io_manager import ArtifactIOManager
 from resources.registry import ModelRegistry
 from resources.storage import LocalArtifactStore
+from trending_assets import settings as settings_module
 from trending_assets.definitions import build_assets, build_resources
+from trending_assets.governance import MANIFEST_FILE
 from trending_assets.settings import Settings, load_settings
 
 PREPARED = ["training_data", "data_splits", "tfidf_features", "reference_model",
@@ -27,26 +33,32 @@ PREPARED = ["training_data", "data_splits", "tfidf_features", "reference_model",
 XGBOOST = ["xgboost_model", "xgboost_evaluation", "registered_xgboost_model"]
 DEADLINE_S = 600
 
-# Where a paused run waits: set by the loading step, released by the test.
-PAUSE = {"entered": threading.Event(), "release": threading.Event()}
+# What the step of a hooked run that loads `xgboost_model` (xgboost_evaluation) does first.
+BEFORE_MODEL_LOAD: list[Callable[[], None]] = []
 
 
-class PausingIOManager(ArtifactIOManager):
-    """The real IO manager, holding the step that loads `xgboost_model` until released."""
+class HookedIOManager(ArtifactIOManager):
+    """The real IO manager; runs the BEFORE_MODEL_LOAD hooks when `xgboost_model` loads."""
 
     def load_input(self, context: InputContext) -> Any:
         if context.asset_key == AssetKey("xgboost_model"):
-            PAUSE["entered"].set()
-            assert PAUSE["release"].wait(DEADLINE_S), "the paused run was never released"
+            for hook in BEFORE_MODEL_LOAD:
+                hook()
         return super().load_input(context)
 
 
+@pytest.fixture(autouse=True)
+def no_hooks() -> Iterator[None]:
+    yield
+    BEFORE_MODEL_LOAD.clear()
+
+
 def run_assets(instance: DagsterInstance, settings: Settings, selection: list[str],
-               overrides: dict | None = None, pausing: bool = False,
+               overrides: dict | None = None, hooked: bool = False,
                partition: str | None = None) -> ExecuteInProcessResult:
     resources = build_resources(settings, json.dumps(overrides or {}))
-    if pausing:
-        resources["io_manager"] = PausingIOManager(store=resources["io_manager"].store)
+    if hooked:
+        resources["io_manager"] = HookedIOManager(store=resources["io_manager"].store)
     return materialize(build_assets(settings), resources=resources, instance=instance,
                        selection=selection, partition_key=partition)
 
@@ -73,17 +85,24 @@ def test_overlapping_runs_each_register_their_own_model(pipeline_env):
     with instance_for_test() as instance:
         prepared = prepare(instance, settings)
         outcome: dict[str, ExecuteInProcessResult] = {}
+        entered, release = threading.Event(), threading.Event()
+
+        def pause() -> None:
+            entered.set()
+            assert release.wait(DEADLINE_S), "the paused run was never released"
 
         def run_a() -> None:
-            outcome["a"] = run_assets(instance, settings, XGBOOST, config_a, pausing=True)
+            outcome["a"] = run_assets(instance, settings, XGBOOST, config_a, hooked=True)
+
+        BEFORE_MODEL_LOAD.append(pause)
 
         # Run A trains with config A, then waits as its evaluation starts loading the model.
         thread = threading.Thread(target=run_a)
         thread.start()
-        assert PAUSE["entered"].wait(DEADLINE_S), "run A never reached its evaluation"
+        assert entered.wait(DEADLINE_S), "run A never reached its evaluation"
         # Run B starts later, trains with config B and registers while A waits.
         b = run_assets(instance, settings, XGBOOST, config_b)
-        PAUSE["release"].set()
+        release.set()
         thread.join(DEADLINE_S)
         assert not thread.is_alive()
         a = outcome["a"]
@@ -119,3 +138,40 @@ def test_overlapping_runs_each_register_their_own_model(pipeline_env):
             materialization(b, "xgboost_evaluation")["macro_f1"]
         stored_a = Path(settings.storage.root, "assets", "xgboost_model", a.run_id)
         assert stored_a.is_dir()
+
+
+def test_configuration_edited_during_a_run_does_not_reach_its_later_steps(pipeline_env):
+    settings = load_settings("local", pipeline_env["config_dir"])
+    local_yaml = pipeline_env["config_dir"] / "local.yaml"
+    genres_yaml = pipeline_env["config_dir"] / settings.data.taxonomy_file
+    taxonomy_sha256 = hashlib.sha256(json.dumps(
+        yaml.safe_load(genres_yaml.read_text()), sort_keys=True).encode()).hexdigest()
+
+    def edit_configuration() -> None:
+        overlay = yaml.safe_load(local_yaml.read_text())
+        overlay["xgboost"]["learning_rate"] = 0.05
+        local_yaml.write_text(yaml.safe_dump(overlay))
+        genres = yaml.safe_load(genres_yaml.read_text())
+        genres_yaml.write_text(yaml.safe_dump({**genres, "min_support": 60}))
+        # A step in its own process (multiprocess, Kubernetes) starts with nothing cached.
+        settings_module._load_cached.cache_clear()
+
+    with instance_for_test() as instance:
+        prepare(instance, settings)
+        BEFORE_MODEL_LOAD.append(edit_configuration)
+        result = run_assets(instance, settings, XGBOOST, hooked=True)
+        assert result.success
+        edited = load_settings("local", pipeline_env["config_dir"])
+        assert edited.xgboost.learning_rate == 0.05
+        assert edited.fingerprint() != settings.fingerprint()
+
+        # every step, the one that ran after the edit included, used the starting configuration
+        hashes = {asset: materialization(result, asset)["config_hash"] for asset in XGBOOST}
+        assert hashes == dict.fromkeys(XGBOOST, settings.fingerprint())
+        registry = ModelRegistry(LocalArtifactStore(settings.storage.root))
+        manifest = json.loads(registry.document("trending-now-xgboost", 1, MANIFEST_FILE))
+        assert manifest["config"]["xgboost"]["learning_rate"] == settings.xgboost.learning_rate
+        assert manifest["data"]["taxonomy_sha256"] == taxonomy_sha256
+        snapshot = Path(settings.storage.root, "runs", result.run_id, "configuration.json")
+        assert json.loads(snapshot.read_text())["settings"]["xgboost"]["learning_rate"] == \
+            settings.xgboost.learning_rate
