@@ -182,11 +182,13 @@ def pinned_version(instance: DagsterInstance, run_id: str, asset_key: AssetKey,
     version. Records without `artifact_uri` stored nothing (a quarantined batch) and are
     skipped, so the version before them stays in use, as `current.json` does. None when the
     instance has no stored version of the asset: the caller falls back to `current.json`.
+    ArtifactNotFoundError when all stored versions were written by other runs after this
+    one started: for this run the asset did not exist yet.
     """
     started = run_start_timestamp(instance, run_id)
     if started is None:
         return None
-    cursor = None
+    cursor, later = None, None
     while True:
         page = instance.fetch_materializations(
             AssetRecordsFilter(asset_key=asset_key,
@@ -202,9 +204,16 @@ def pinned_version(instance: DagsterInstance, run_id: str, asset_key: AssetKey,
                 digest = metadata.get("artifact_sha256")
                 return PinnedVersion(record.run_id, None if digest is None else digest.value,
                                      own)
+            later = record.run_id
         if not page.has_more:
-            return None
+            break
         cursor = page.cursor
+    if later is None:
+        return None
+    where = asset_key.to_user_string() + ("" if partition is None else f"[{partition}]")
+    raise ArtifactNotFoundError(
+        f"{where}: the only stored versions were written after run {run_id} started (run "
+        f"{later} and later); this run does not read them")
 
 
 def _run_of(context: InputContext) -> tuple[DagsterInstance, str] | None:

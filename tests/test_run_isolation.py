@@ -16,13 +16,14 @@ from dagster import (
     DagsterInstance,
     ExecuteInProcessResult,
     InputContext,
+    asset,
     instance_for_test,
     materialize,
 )
 
 from resources.io_manager import ArtifactIOManager
 from resources.registry import ModelRegistry
-from resources.storage import LocalArtifactStore
+from resources.storage import ArtifactStoreResource, LocalArtifactStore
 from trending_assets import settings as settings_module
 from trending_assets.definitions import build_assets, build_resources
 from trending_assets.governance import MANIFEST_FILE
@@ -33,24 +34,119 @@ PREPARED = ["training_data", "data_splits", "tfidf_features", "reference_model",
 XGBOOST = ["xgboost_model", "xgboost_evaluation", "registered_xgboost_model"]
 DEADLINE_S = 600
 
-# What the step of a hooked run that loads `xgboost_model` (xgboost_evaluation) does first.
-BEFORE_MODEL_LOAD: list[Callable[[], None]] = []
+# What a step of a hooked run does before it loads an asset, by asset name.
+BEFORE_LOAD: dict[str, list[Callable[[], None]]] = {}
 
 
 class HookedIOManager(ArtifactIOManager):
-    """The real IO manager; runs the BEFORE_MODEL_LOAD hooks when `xgboost_model` loads."""
+    """The real IO manager; runs the BEFORE_LOAD hooks of the asset it loads first."""
 
     def load_input(self, context: InputContext) -> Any:
-        if context.asset_key == AssetKey("xgboost_model"):
-            for hook in BEFORE_MODEL_LOAD:
-                hook()
+        for hook in BEFORE_LOAD.get(context.asset_key.to_user_string(), []):
+            hook()
         return super().load_input(context)
 
 
 @pytest.fixture(autouse=True)
 def no_hooks() -> Iterator[None]:
     yield
-    BEFORE_MODEL_LOAD.clear()
+    BEFORE_LOAD.clear()
+
+
+class Pause:
+    """Holds a run's step in a hook until the test releases it."""
+
+    def __init__(self) -> None:
+        self.entered, self.released = threading.Event(), threading.Event()
+
+    def __call__(self) -> None:
+        self.entered.set()
+        assert self.released.wait(DEADLINE_S), "the paused run was never released"
+
+
+def in_thread(work: Callable[[], ExecuteInProcessResult]) -> Callable[[], ExecuteInProcessResult]:
+    """Start `work` in a thread; the returned function joins it and gives its result."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = work()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+
+    def join() -> ExecuteInProcessResult:
+        thread.join(DEADLINE_S)
+        assert not thread.is_alive()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]
+
+    return join
+
+
+PRODUCED = {"value": 0}
+
+
+@asset
+def upstream() -> dict:
+    return {"value": PRODUCED["value"]}
+
+
+@asset
+def downstream(upstream: dict) -> dict:
+    return upstream
+
+
+def test_an_input_from_an_earlier_run_is_the_version_current_when_the_run_started(tmp_path):
+    store = ArtifactStoreResource(uri=str(tmp_path))
+    hooked = {"io_manager": HookedIOManager(store=store)}
+    plain = {"io_manager": ArtifactIOManager(store=store)}
+    with instance_for_test() as instance:
+        PRODUCED["value"] = 1
+        first = materialize([upstream, downstream], resources=plain, instance=instance,
+                            selection=["upstream"])
+        assert first.success
+        pause = Pause()
+        BEFORE_LOAD["upstream"] = [pause]
+        # run A reads upstream, written before it started; run B rewrites it meanwhile
+        join = in_thread(lambda: materialize([upstream, downstream], resources=hooked,
+                                             instance=instance, selection=["downstream"]))
+        assert pause.entered.wait(DEADLINE_S)
+        PRODUCED["value"] = 2
+        assert materialize([upstream, downstream], resources=plain, instance=instance,
+                           selection=["upstream"]).success
+        pause.released.set()
+        a = join()
+        assert a.output_for_node("downstream") == {"value": 1}
+        stored = json.loads((tmp_path / "assets/downstream" / a.run_id / "value.json").read_text())
+        assert stored == {"value": 1}
+        # a run started after B reads B's version
+        later = materialize([upstream, downstream], resources=plain, instance=instance,
+                            selection=["downstream"])
+        assert later.output_for_node("downstream") == {"value": 2}
+
+
+def test_an_input_first_written_after_the_run_started_is_not_read(tmp_path):
+    store = ArtifactStoreResource(uri=str(tmp_path))
+    hooked = {"io_manager": HookedIOManager(store=store)}
+    plain = {"io_manager": ArtifactIOManager(store=store)}
+    with instance_for_test() as instance:
+        pause = Pause()
+        BEFORE_LOAD["upstream"] = [pause]
+        join = in_thread(lambda: materialize(
+            [upstream, downstream], resources=hooked, instance=instance,
+            selection=["downstream"], raise_on_error=False))
+        assert pause.entered.wait(DEADLINE_S)
+        assert materialize([upstream, downstream], resources=plain, instance=instance,
+                           selection=["upstream"]).success
+        pause.released.set()
+        a = join()
+        assert not a.success
+        (failure,) = [e for e in a.all_events if e.is_step_failure]
+        assert "were written after run" in failure.step_failure_data.error.cause.message
 
 
 def run_assets(instance: DagsterInstance, settings: Settings, selection: list[str],
@@ -84,28 +180,15 @@ def test_overlapping_runs_each_register_their_own_model(pipeline_env):
     config_b = {"xgboost": {"n_estimators": 3, "max_depth": 2}}
     with instance_for_test() as instance:
         prepared = prepare(instance, settings)
-        outcome: dict[str, ExecuteInProcessResult] = {}
-        entered, release = threading.Event(), threading.Event()
-
-        def pause() -> None:
-            entered.set()
-            assert release.wait(DEADLINE_S), "the paused run was never released"
-
-        def run_a() -> None:
-            outcome["a"] = run_assets(instance, settings, XGBOOST, config_a, hooked=True)
-
-        BEFORE_MODEL_LOAD.append(pause)
-
+        pause = Pause()
+        BEFORE_LOAD["xgboost_model"] = [pause]
         # Run A trains with config A, then waits as its evaluation starts loading the model.
-        thread = threading.Thread(target=run_a)
-        thread.start()
-        assert entered.wait(DEADLINE_S), "run A never reached its evaluation"
+        join = in_thread(lambda: run_assets(instance, settings, XGBOOST, config_a, hooked=True))
+        assert pause.entered.wait(DEADLINE_S), "run A never reached its evaluation"
         # Run B starts later, trains with config B and registers while A waits.
         b = run_assets(instance, settings, XGBOOST, config_b)
-        release.set()
-        thread.join(DEADLINE_S)
-        assert not thread.is_alive()
-        a = outcome["a"]
+        pause.released.set()
+        a = join()
         assert a.success and b.success
 
         registry = ModelRegistry(LocalArtifactStore(settings.storage.root))
@@ -158,7 +241,7 @@ def test_configuration_edited_during_a_run_does_not_reach_its_later_steps(pipeli
 
     with instance_for_test() as instance:
         prepare(instance, settings)
-        BEFORE_MODEL_LOAD.append(edit_configuration)
+        BEFORE_LOAD["xgboost_model"] = [edit_configuration]
         result = run_assets(instance, settings, XGBOOST, hooked=True)
         assert result.success
         edited = load_settings("local", pipeline_env["config_dir"])

@@ -14,9 +14,10 @@ from importlib import metadata as importlib_metadata
 from typing import Any
 
 import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue
+from dagster import AssetExecutionContext, AssetKey, MetadataValue
 
 from resources.io_manager import pinned_version
+from resources.storage import ArtifactNotFoundError
 from trending_assets.settings import REPO_ROOT, Settings
 
 TRACKED_LIBRARIES = (
@@ -78,11 +79,12 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _loaded_partitions(context: AssetExecutionContext, input_name: str) -> list[str | None]:
-    try:
-        return list(context.asset_partition_keys_for_input(input_name))
-    except Exception:  # an unpartitioned input: Dagster raises rather than answering "none"
+def _loaded_partitions(context: AssetExecutionContext, input_name: str,
+                       key: AssetKey) -> list[str | None]:
+    # asking an unpartitioned input for its partitions fails instead of answering "none"
+    if context.job_def.asset_layer.get(key).partitions_def is None:
         return [None]
+    return list(context.asset_partition_keys_for_input(input_name))
 
 
 def input_versions(context: AssetExecutionContext) -> dict[str, dict[str, Any]]:
@@ -92,8 +94,11 @@ def input_versions(context: AssetExecutionContext) -> dict[str, dict[str, Any]]:
     leads hash by hash back to the landing files' content_sha256."""
     versions: dict[str, dict[str, Any]] = {}
     for input_name, key in sorted(context.assets_def.keys_by_input_name.items()):
-        for partition in _loaded_partitions(context, input_name):
-            pin = pinned_version(context.instance, context.run.run_id, key, partition)
+        for partition in _loaded_partitions(context, input_name, key):
+            try:
+                pin = pinned_version(context.instance, context.run.run_id, key, partition)
+            except ArtifactNotFoundError:  # newer than this run: not an input of it
+                continue
             if pin is None:
                 continue
             label = key.to_user_string() + ("" if partition is None else f"[{partition}]")
