@@ -112,13 +112,13 @@ def lineage(
 ) -> dict[str, Any]:
     """The lineage fields every materialization records (also sent to W&B as config)."""
     return {
-        "input_versions": input_versions(context),
         "dagster_run_id": context.run.run_id,
         "trigger": trigger_of(context),
         "git_commit": settings.code_version or git_commit(),
         "config_hash": settings.fingerprint(),
         "environment": settings.environment,
         "data_version": data_version,
+        "input_versions": input_versions(context),
         "libraries": library_versions(),
     }
 
