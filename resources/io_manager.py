@@ -2,7 +2,11 @@
 
 Layout under the artifact root:
     assets/<asset key>[/<partition>]/<run id>/<files> + manifest.json   (never overwritten)
-    assets/<asset key>[/<partition>]/current.json                        (the version in use)
+    assets/<asset key>[/<partition>]/current.json                        (the newest version)
+
+A step inside a Dagster run never reads `current.json`: runs overlap (schedule, sensors,
+retrain requests), and the newest version may belong to another run. It reads the version
+its run pinned (see `pinned_version`).
 
 What a file is loaded *as* comes from the consuming asset's type annotation, never from
 the stored manifest, so loading cannot execute code.
@@ -14,12 +18,21 @@ import hashlib
 import json
 import tempfile
 import typing
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
-from dagster import ConfigurableIOManager, InputContext, OutputContext
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    ConfigurableIOManager,
+    DagsterInstance,
+    DagsterInvariantViolationError,
+    InputContext,
+    OutputContext,
+)
 
 from resources.storage import ArtifactNotFoundError, ArtifactStore, ArtifactStoreResource
 
@@ -140,6 +153,78 @@ def manifest_digest(manifest: dict[str, Any]) -> str:
     return sha256_hex(joined.encode())
 
 
+@dataclass(frozen=True)
+class PinnedVersion:
+    """The stored version of an asset (partition) a run reads, and where it came from."""
+
+    version: str  # the Dagster run id that wrote it: the folder name under the asset's base
+    artifact_sha256: str | None  # manifest_digest of the stored files, as recorded at write
+    written_by_this_run: bool
+
+
+def run_start_timestamp(instance: DagsterInstance, run_id: str) -> float | None:
+    record = instance.get_run_record_by_id(run_id)
+    if record is None:
+        return None
+    return record.start_time or record.create_timestamp.timestamp()
+
+
+def pinned_version(instance: DagsterInstance, run_id: str, asset_key: AssetKey,
+                   partition: str | None = None) -> PinnedVersion | None:
+    """The version of `asset_key` (`partition`) that run `run_id` reads.
+
+    One rule, answered by the instance's materialization records: the newest stored version
+    written by this run itself, else the newest one written before this run started. A
+    version another run wrote after this run started is never chosen, so a run's steps see
+    exactly one set of inputs however runs overlap. The records are the source rather than
+    pins saved at a run's first step because they need no extra state, hold for every step
+    of the run (the first one included) and for every executor, and say which run wrote each
+    version. Records without `artifact_uri` stored nothing (a quarantined batch) and are
+    skipped, so the version before them stays in use, as `current.json` does. None when the
+    instance has no stored version of the asset: the caller falls back to `current.json`.
+    ArtifactNotFoundError when all stored versions were written by other runs after this
+    one started: for this run the asset did not exist yet.
+    """
+    started = run_start_timestamp(instance, run_id)
+    if started is None:
+        return None
+    cursor, later = None, None
+    while True:
+        page = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=asset_key,
+                               asset_partitions=None if partition is None else [partition]),
+            limit=50, cursor=cursor, ascending=False)
+        for record in page.records:
+            metadata = record.asset_materialization.metadata if record.asset_materialization \
+                else {}
+            if "artifact_uri" not in metadata:
+                continue
+            own = record.run_id == run_id
+            if own or record.timestamp < started:
+                digest = metadata.get("artifact_sha256")
+                return PinnedVersion(record.run_id, None if digest is None else digest.value,
+                                     own)
+            later = record.run_id
+        if not page.has_more:
+            break
+        cursor = page.cursor
+    if later is None:
+        return None
+    where = asset_key.to_user_string() + ("" if partition is None else f"[{partition}]")
+    raise ArtifactNotFoundError(
+        f"{where}: the only stored versions were written after run {run_id} started (run "
+        f"{later} and later); this run does not read them")
+
+
+def _run_of(context: InputContext) -> tuple[DagsterInstance, str] | None:
+    """The instance and run id of the consuming step; None when loading outside a run."""
+    try:
+        step = context.step_context
+        return context.instance, step.run_id
+    except DagsterInvariantViolationError:
+        return None
+
+
 class ArtifactIOManager(ConfigurableIOManager):
     store: ArtifactStoreResource
 
@@ -162,19 +247,28 @@ class ArtifactIOManager(ConfigurableIOManager):
             "artifact_bytes": sum(f["bytes"] for f in manifest["files"].values()),
         })
 
+    def _read(self, store: ArtifactStore, context: InputContext, partition: str | None,
+              declared: Any) -> Any:
+        """This run's version of the input (see `pinned_version`), verified."""
+        base = self._base(list(context.asset_key.path), partition)
+        run = _run_of(context)
+        pin = None if run is None else pinned_version(*run, context.asset_key, partition)
+        if pin is None:
+            value, _ = read_version(store, base, declared)
+        else:
+            value, _ = read_version_at(store, base, pin.version, declared)
+        return value
+
     def load_input(self, context: InputContext) -> Any:
         store = self.store.open()
         declared = context.dagster_type.typing_type
-        key_path = list(context.asset_key.path)
         if context.has_asset_partitions and typing.get_origin(declared) is dict:
             # A partitioned upstream read whole: one entry per partition that has data.
             value_type = typing.get_args(declared)[1]
             loaded, missing = {}, []
             for partition in context.asset_partition_keys:
                 try:
-                    loaded[partition], _ = read_version(
-                        store, self._base(key_path, partition), value_type
-                    )
+                    loaded[partition] = self._read(store, context, partition, value_type)
                 except ArtifactNotFoundError:
                     missing.append(partition)
             if missing:
@@ -184,8 +278,7 @@ class ArtifactIOManager(ConfigurableIOManager):
                 )
             return loaded
         partition = context.asset_partition_key if context.has_asset_partitions else None
-        value, _ = read_version(store, self._base(key_path, partition), declared)
-        return value
+        return self._read(store, context, partition, declared)
 
 
 def stored_base(asset_key_path: list[str], partition: str | None = None) -> str:

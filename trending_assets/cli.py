@@ -37,14 +37,16 @@ from trending_assets.automation.landing import (
     training_job,
 )
 from trending_assets.batches import retire_command
+from trending_assets.cli_lock import CliBusyError, exclusive_cli_run
 from trending_assets.governance import complete_wandb_links, reproduce_version
 from trending_assets.ml.reproduce import ReproductionError
 from trending_assets.retraining import current_fingerprint, decide_retrain
-from trending_assets.settings import ConfigError, Settings, load_settings
+from trending_assets.settings import ConfigError, Settings, dagster_home, load_settings
+from trending_assets.stale_runs import cli_process_tags, fail_dead_cli_runs
 
 SAMPLE_FILE = "netflix_titles_genres.csv.gz"
 FAMILIES = ("reference", "xgboost", "bert")
-MANUAL_TAGS = {"trending/trigger": "cli"}
+MANUAL_TAGS = {"trending/trigger": "cli", **cli_process_tags()}
 
 
 def _definitions() -> ModuleType:
@@ -170,7 +172,22 @@ def run(force: bool) -> int:
     if settings.executor == "k8s" and settings.k8s.image is None:
         raise ConfigError("executor k8s: no image for the step Jobs; set k8s.image or run "
                           "where $DAGSTER_CURRENT_IMAGE is set (the code location's pod)")
+    home = dagster_home()
+    if home is None:  # DagsterInstance.get() explains what is missing
+        return _run_locked(settings, force)
+    try:
+        with exclusive_cli_run(home):
+            return _run_locked(settings, force)
+    except CliBusyError as exc:
+        print(f"not started: {exc}", file=sys.stderr)
+        return 3
+
+
+def _run_locked(settings: Settings, force: bool) -> int:
     instance = DagsterInstance.get()
+    for run_id in fail_dead_cli_runs(instance, artifact_root(settings.storage)):
+        print(f"run {run_id} was left STARTED by a `cli run` process that is gone: marked "
+              "failed, its checkpoints discarded")
     seeded = seed_landing(settings, instance)
     if seeded:
         print(f"placed the bundled sample in the landing area: {seeded}")

@@ -40,7 +40,7 @@ def build_resources(settings: Settings, overrides: str = "{}") -> dict[str, obje
         uri=settings.storage.root, s3_endpoint_url=settings.storage.s3_endpoint_url)
     return {
         "settings": SettingsResource(env=settings.environment, config_dir=settings.config_dir,
-                                     overrides_json=overrides),
+                                     overrides_json=overrides, snapshots=artifacts),
         "io_manager": ArtifactIOManager(store=artifacts),
         "landing": ArtifactStoreResource(
             uri=settings.storage.landing, s3_endpoint_url=settings.storage.s3_endpoint_url),

@@ -14,8 +14,10 @@ from importlib import metadata as importlib_metadata
 from typing import Any
 
 import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue
+from dagster import AssetExecutionContext, AssetKey, MetadataValue
 
+from resources.io_manager import pinned_version
+from resources.storage import ArtifactNotFoundError
 from trending_assets.settings import REPO_ROOT, Settings
 
 TRACKED_LIBRARIES = (
@@ -77,6 +79,34 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _loaded_partitions(context: AssetExecutionContext, input_name: str,
+                       key: AssetKey) -> list[str | None]:
+    # asking an unpartitioned input for its partitions fails instead of answering "none"
+    if context.job_def.asset_layer.get(key).partitions_def is None:
+        return [None]
+    return list(context.asset_partition_keys_for_input(input_name))
+
+
+def input_versions(context: AssetExecutionContext) -> dict[str, dict[str, Any]]:
+    """The exact stored version of every input this step reads: the run that wrote it and
+    the content hash of its files, per input asset (and partition). Each upstream
+    materialization records its own inputs the same way, so a registry version's lineage
+    leads hash by hash back to the landing files' content_sha256."""
+    versions: dict[str, dict[str, Any]] = {}
+    for input_name, key in sorted(context.assets_def.keys_by_input_name.items()):
+        for partition in _loaded_partitions(context, input_name, key):
+            try:
+                pin = pinned_version(context.instance, context.run.run_id, key, partition)
+            except ArtifactNotFoundError:  # newer than this run: not an input of it
+                continue
+            if pin is None:
+                continue
+            label = key.to_user_string() + ("" if partition is None else f"[{partition}]")
+            versions[label] = {"version": pin.version, "artifact_sha256": pin.artifact_sha256,
+                               "this_run": pin.written_by_this_run}
+    return versions
+
+
 def lineage(
     context: AssetExecutionContext, settings: Settings, data_version: str,
 ) -> dict[str, Any]:
@@ -88,6 +118,7 @@ def lineage(
         "config_hash": settings.fingerprint(),
         "environment": settings.environment,
         "data_version": data_version,
+        "input_versions": input_versions(context),
         "libraries": library_versions(),
     }
 
@@ -104,7 +135,10 @@ def measured() -> Iterator[dict[str, float]]:
 
 def as_metadata(lineage_fields: dict[str, Any], figures: dict[str, float]) -> dict[str, Any]:
     """Lineage + cost figures as Dagster metadata values."""
-    meta: dict[str, Any] = {k: v for k, v in lineage_fields.items() if k != "libraries"}
-    meta["libraries"] = MetadataValue.json(lineage_fields["libraries"])
+    structured = ("libraries", "input_versions")
+    meta: dict[str, Any] = {k: v for k, v in lineage_fields.items() if k not in structured}
+    for key in structured:
+        if key in lineage_fields:
+            meta[key] = MetadataValue.json(lineage_fields[key])
     meta.update(figures)
     return meta

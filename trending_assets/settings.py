@@ -1,8 +1,8 @@
 """Configuration: `configs/base.yaml` + one overlay per environment, validated by pydantic.
 
 This is the only module that reads environment variables (`APP_ENV`, `TRENDING_CONFIG_DIR`,
-`TRENDING_ROOT`, `TRENDING_CODE_VERSION`, `DAGSTER_CURRENT_IMAGE`). Everything else receives a
-validated `Settings` object or plain values taken from it.
+`TRENDING_ROOT`, `TRENDING_CODE_VERSION`, `DAGSTER_CURRENT_IMAGE`, `DAGSTER_HOME`). Everything
+else receives a validated `Settings` object or plain values taken from it.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -29,6 +30,7 @@ from pydantic import (
 )
 
 from resources.notify import channel_url_problem
+from resources.storage import ArtifactStoreResource
 from trending_assets.ml.limits import LandingLimits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -663,6 +665,8 @@ class Settings(_Strict):
     alerts: AlertSettings = AlertSettings()
     k8s: K8sSettings = K8sSettings()
     config_dir: str = Field(description="folder the YAML files were read from (set by the loader)")
+    # The taxonomy of a run's configuration snapshot (settings_from_snapshot); None: read the file.
+    _taxonomy: dict[str, Any] | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _split_leaves_training_data(self) -> Settings:
@@ -780,16 +784,11 @@ def _resolve_local_paths(raw: dict[str, Any], root: Path) -> dict[str, Any]:
     return raw
 
 
-def load_settings(
-    env: str | None = None,
-    config_dir: str | Path | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> Settings:
-    """Load base.yaml + <env>.yaml (+ overrides), validate, and return Settings.
-
-    `env` defaults to $APP_ENV, then "local". Errors raise ConfigError naming the file,
-    the key and the problem.
-    """
+def _merged_configuration(
+    env: str | None, config_dir: str | Path | None, overrides: dict[str, Any] | None,
+) -> tuple[str, Path, dict[str, Any], list[tuple[Path, dict[str, Any]]]]:
+    """base.yaml + <env>.yaml (+ overrides), merged, with the values the environment sets:
+    the environment name, the folder, the merged mapping and the layers it came from."""
     env = env or os.environ.get("APP_ENV") or "local"
     if env not in ENVIRONMENTS:
         raise ConfigError(
@@ -810,7 +809,11 @@ def load_settings(
     if os.environ.get("DAGSTER_CURRENT_IMAGE") and not (merged.get("k8s") or {}).get("image"):
         merged["k8s"] = {**(merged.get("k8s") or {}), "image": os.environ["DAGSTER_CURRENT_IMAGE"]}
     root = Path(os.environ.get("TRENDING_ROOT") or REPO_ROOT)
-    merged = _resolve_local_paths(merged, root)
+    return env, folder, _resolve_local_paths(merged, root), layers
+
+
+def _validated(merged: dict[str, Any], layers: list[tuple[Path, dict[str, Any]]],
+               env: str, env_file: Path) -> Settings:
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
@@ -826,7 +829,7 @@ def load_settings(
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     if settings.environment != env:
         raise ConfigError(
-            f"{folder / f'{env}.yaml'}: key 'environment' is {settings.environment!r} "
+            f"{env_file}: key 'environment' is {settings.environment!r} "
             f"but APP_ENV selects {env!r}"
         )
     return settings
@@ -873,24 +876,97 @@ def _reference_problems(settings: Settings) -> list[tuple[tuple[Any, ...], str]]
     return problems
 
 
+def load_settings(
+    env: str | None = None,
+    config_dir: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Load base.yaml + <env>.yaml (+ overrides), validate, and return Settings.
+
+    `env` defaults to $APP_ENV, then "local". Errors raise ConfigError naming the file,
+    the key and the problem.
+    """
+    env, folder, merged, layers = _merged_configuration(env, config_dir, overrides)
+    return _validated(merged, layers, env, folder / f"{env}.yaml")
+
+
+def configuration_snapshot(
+    env: str | None = None,
+    config_dir: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything a run reads from configs/, resolved and checked now: the merged settings
+    and the genre taxonomy. `settings_from_snapshot` turns it back into Settings."""
+    settings = load_settings(env, config_dir, overrides)
+    _, _, merged, _ = _merged_configuration(env, config_dir, overrides)
+    return {"settings": merged, "taxonomy": load_taxonomy_config(settings)}
+
+
+def settings_from_snapshot(snapshot: dict[str, Any], source: str) -> Settings:
+    """Settings (with their taxonomy) from a `configuration_snapshot`; `source` names it in
+    errors."""
+    merged = snapshot["settings"]
+    settings = _validated(merged, [(Path(source), merged)], merged["environment"], Path(source))
+    settings._taxonomy = snapshot["taxonomy"]
+    return settings
+
+
+def dagster_home() -> Path | None:
+    """$DAGSTER_HOME, where the Dagster instance lives; None when unset."""
+    home = os.environ.get("DAGSTER_HOME")
+    return Path(home) if home else None
+
+
 def load_taxonomy_config(settings: Settings) -> dict[str, Any]:
-    """The raw genre taxonomy mapping (validated by ml.taxonomy.Taxonomy.from_config)."""
+    """The raw genre taxonomy mapping (validated by ml.taxonomy.Taxonomy.from_config): the
+    run's snapshot when `settings` came from one, else the file."""
+    if settings._taxonomy is not None:
+        return settings._taxonomy
     return _read_yaml(Path(settings.config_dir) / settings.data.taxonomy_file)
 
 
 class SettingsResource(ConfigurableResource):
-    """Validated settings for assets and checks; `overrides_json` adjusts a single run."""
+    """Validated settings for assets and checks; `overrides_json` adjusts a single run.
+
+    Inside a run with `snapshots` set, the configuration is resolved once per run: the run's
+    first step stores it under runs/<run id>/configuration.json and every step of the run
+    (each its own process with the multiprocess and Kubernetes executors) reads that
+    snapshot, so a file edited while the run goes on never splits it in two configurations.
+    """
 
     env: str | None = None
     config_dir: str | None = None
     overrides_json: str = "{}"
+    snapshots: ArtifactStoreResource | None = None  # where each run's snapshot is kept
+    _run_id: str | None = PrivateAttr(None)
+    _run_settings: Settings | None = PrivateAttr(None)
 
-    def get(self) -> Settings:
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._run_id = None if context.run is None else context.run.run_id
+
+    def _overrides(self) -> dict[str, Any]:
         try:
-            overrides = json.loads(self.overrides_json)
+            return json.loads(self.overrides_json)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"settings resource: overrides_json is not JSON: {exc}") from exc
-        return _load_cached(self.env, self.config_dir, json.dumps(overrides, sort_keys=True))
+
+    def get(self) -> Settings:
+        if self._run_id is None or self.snapshots is None:
+            return _load_cached(self.env, self.config_dir,
+                                json.dumps(self._overrides(), sort_keys=True))
+        if self._run_settings is None:
+            self._run_settings = self._run_snapshot(self._run_id)
+        return self._run_settings
+
+    def _run_snapshot(self, run_id: str) -> Settings:
+        store = self.snapshots.open()
+        key = f"runs/{run_id}/configuration.json"
+        if not store.exists(key):
+            blob = json.dumps(configuration_snapshot(self.env, self.config_dir,
+                                                     self._overrides()), sort_keys=True)
+            # Steps running in parallel may both get here: the first write wins for all.
+            store.put_if_absent(key, blob.encode())
+        return settings_from_snapshot(json.loads(store.get_bytes(key)), store.uri_of(key))
 
     def taxonomy(self) -> dict[str, Any]:
         return load_taxonomy_config(self.get())
