@@ -44,6 +44,12 @@ FAMILIES = ("reference", "xgboost", "bert")
 MANUAL_TAGS = {"trending/trigger": "cli"}
 
 
+def log_config(verbose: bool) -> dict:
+    """Run config for the runs the CLI executes: their console log at INFO (what each step
+    is doing, training progress), DEBUG (every engine event) only with --verbose."""
+    return {"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "INFO"}}}}
+
+
 def _definitions() -> ModuleType:
     """trending_assets.definitions, imported on first use: importing it loads the
     configuration, and main() reports a configuration error without a traceback."""
@@ -70,7 +76,8 @@ class IngestOutcome:
     failed: list[str]  # the ingest run itself failed (see the Dagster UI)
 
 
-def ingest_new_files(settings: Settings, instance: DagsterInstance) -> IngestOutcome:
+def ingest_new_files(settings: Settings, instance: DagsterInstance,
+                     verbose: bool = False) -> IngestOutcome:
     """Materialize raw_titles for every new or re-uploaded (changed) landing file."""
     store = _definitions().build_resources(settings)["landing"].open()
     quarantine = QuarantineStore(artifact_root(settings.storage))
@@ -83,6 +90,7 @@ def ingest_new_files(settings: Settings, instance: DagsterInstance) -> IngestOut
             reconstructable(_definitions().ingest_job_def), instance,
             tags={**MANUAL_TAGS, "dagster/partition": key,
                   "trending/content_sha256": change.sha256}, raise_on_error=False,
+            run_config=log_config(verbose),
         )
         record = quarantine.get(key)
         if not result.success:
@@ -159,7 +167,7 @@ def format_summary(rows: list[SummaryRow]) -> str:
     return "\n".join(lines)
 
 
-def run(force: bool) -> int:
+def run(force: bool, verbose: bool = False) -> int:
     settings = load_settings()
     if settings.executor == "k8s" and settings.k8s.image is None:
         raise ConfigError("executor k8s: no image for the step Jobs; set k8s.image or run "
@@ -168,7 +176,7 @@ def run(force: bool) -> int:
     seeded = seed_landing(settings, instance)
     if seeded:
         print(f"placed the bundled sample in the landing area: {seeded}")
-    outcome = ingest_new_files(settings, instance)
+    outcome = ingest_new_files(settings, instance, verbose)
     print(f"landing files ingested: {outcome.ingested or 'none new'}")
     if outcome.quarantined:
         where = QuarantineStore(artifact_root(settings.storage)).uri("<file>")
@@ -182,7 +190,8 @@ def run(force: bool) -> int:
     run_id = None
     if outcome.ingested or force or not last_training_succeeded(instance):
         result = execute_job(reconstructable(_definitions().training_job_def), instance,
-                             tags=MANUAL_TAGS, raise_on_error=False)
+                             tags=MANUAL_TAGS, raise_on_error=False,
+                             run_config=log_config(verbose))
         run_id = result.run_id
         print(f"training run {run_id}: {'succeeded' if result.success else 'FAILED'}")
     else:
@@ -214,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="ingest new landing files, train, print a summary")
     run_parser.add_argument("--force", action="store_true", help="retrain even with no new data")
+    run_parser.add_argument("--verbose", action="store_true",
+                            help="also print Dagster's DEBUG events (every step start, output)")
     sub.add_parser("summary", help="print the summary of the latest models")
     reproduce_parser = sub.add_parser(
         "reproduce", help="retrain a registered version from its manifest, compare metrics")
@@ -234,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
-        return run(args.force)
+        return run(args.force, args.verbose)
     if args.command == "reproduce":
         return reproduce(args.model, args.version)
     if args.command == "complete-wandb-links":

@@ -98,6 +98,7 @@ def raw_titles(
     except ArtifactNotFoundError as exc:
         raise Failure(f"landing file {landing_store.uri_of(name)} is gone: it was removed "
                       "after its partition was added; nothing to ingest") from exc
+    context.log.info(f"raw_titles: reading and checking {name} ({len(data):,} bytes)")
     with measured() as figures:
         assessment = assess_batch(data, name, taxonomy, batch_limits(config))
     quarantine = QuarantineStore(artifact_root(config.storage))
@@ -213,6 +214,8 @@ def training_data(
     store = artifact_root(config.storage)
     quarantined = QuarantineStore(store).active()
     order, versions = _ingest_order(context, store, list(raw_titles))
+    context.log.info(f"training_data: merging {len(order)} accepted batch(es), "
+                     f"{sum(len(raw_titles[k]) for k in order):,} rows; quality and drift checks")
     with measured() as figures:
         table, genres, stats = build_training_table([raw_titles[k] for k in order], taxonomy)
         baseline, baseline_label = _drift_baseline(store, config, taxonomy, context.log)
