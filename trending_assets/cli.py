@@ -1,7 +1,7 @@
 """`python -m trending_assets.cli run`: ingest new landing files, train, print a summary.
 
 The same work the landing sensor and the UI start, for a terminal: it uses the Dagster
-instance under $DAGSTER_HOME, so every run shows in `dagster dev` afterwards.
+instance under $DAGSTER_HOME, so every run shows in `make ui` (dg dev) afterwards.
 """
 
 from __future__ import annotations
