@@ -1,4 +1,5 @@
-"""Training progress a person can follow: a line at least every `interval_s` of wall time.
+"""Training progress a person can follow: a line at least every `interval_s` of wall time
+(after every step when one step takes longer).
 
 Step-count cadences alone leave a slow CPU run silent for many minutes; the training loop
 calls `ProgressReporter.update` after every optimizer step and reports what it returns.
