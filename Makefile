@@ -66,9 +66,12 @@ test: $(VENV)/.installed-test $(CHROMIUM) postgres
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
-## make ui: the Dagster UI and daemon on http://127.0.0.1:3000 with the local default
+## make ui: the Dagster UI and daemon (dg dev) on http://127.0.0.1:$(PORT) with the local
+## default; refuses at once when the port is taken or a daemon already runs on the instance
+PORT ?= 3000
 ui: $(VENV)/.installed-run $(DAGSTER_HOME)/dagster.yaml
-	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(PY) -m trending_assets.ui_check --host 127.0.0.1 --port $(PORT) --dagster-home $(DAGSTER_HOME)
+	$(VENV)/bin/dg dev -h 127.0.0.1 -p $(PORT)
 
 ## make screenshots: the README's UI pictures, taken by the browser test (tests/test_ui_browser.py)
 screenshots: $(VENV)/.installed-test $(CHROMIUM)

@@ -204,6 +204,19 @@ def test_weekly_schedule_requests_the_full_retrain(settings):
     assert request.tags[REASON_TAG] == "weekly full retrain"
 
 
+def test_the_hyperparameter_search_is_its_own_job(settings):
+    defs = build_definitions(settings)
+    steps = {a.node_def.name for a in ASSETS}
+
+    def selected(job: str) -> set[str]:
+        keys = defs.resolve_job_def(job).asset_layer.selected_asset_keys
+        return {k.to_user_string() for k in keys}
+
+    # train_models (and the weekly schedule that runs it) has no step it would always skip
+    assert selected("train_models") == steps - {"raw_titles", "xgboost_hyperparameters"}
+    assert selected("tune_xgboost") == {"xgboost_hyperparameters"}
+
+
 # --- retrain requests ---------------------------------------------------------------------
 
 

@@ -44,6 +44,11 @@ def test_run_seeds_once_processes_new_files_and_summarizes(tmp_path, tiny_bert_d
     assert all("passed" in row for row in rows.values())
     macro = float(rows["reference"].split()[1])
     assert 0.2 < macro <= 1.0  # the real reference model on the real sample
+    # The runs' console log says what each long step does, at INFO; no DEBUG events.
+    assert " - DEBUG - " not in first.stderr
+    assert "raw_titles: reading and checking netflix_titles_genres.csv.gz (" in first.stderr
+    assert "training_data: merging 1 accepted batch(es), 8,775 rows" in first.stderr
+    assert "bert_evaluation: scoring the splits {'train': " in first.stderr
 
     (root / "landing" / ".draft.csv").write_text("being edited")
     second = run_cli(env, "run")
@@ -55,8 +60,9 @@ def test_run_seeds_once_processes_new_files_and_summarizes(tmp_path, tiny_bert_d
 
     extra = netflix.head(50).assign(id=lambda d: "extra:" + d["id"])
     extra.to_csv(root / "landing" / "extra.csv", index=False)
-    third = run_cli(env, "run")
+    third = run_cli(env, "run", "--verbose")
     assert third.returncode == 0, third.stderr
+    assert " - DEBUG - " in third.stderr  # every engine event, on request
     assert "landing files ingested: ['extra.csv']" in third.stdout
     assert "v2 (staging)" in third.stdout
     assert sorted(p.name for p in (root / "landing").iterdir()) == [

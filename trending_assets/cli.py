@@ -1,7 +1,7 @@
 """`python -m trending_assets.cli run`: ingest new landing files, train, print a summary.
 
 The same work the landing sensor and the UI start, for a terminal: it uses the Dagster
-instance under $DAGSTER_HOME, so every run shows in `dagster dev` afterwards.
+instance under $DAGSTER_HOME, so every run shows in `make ui` (dg dev) afterwards.
 """
 
 from __future__ import annotations
@@ -49,6 +49,12 @@ FAMILIES = ("reference", "xgboost", "bert")
 MANUAL_TAGS = {"trending/trigger": "cli", **cli_process_tags()}
 
 
+def log_config(verbose: bool) -> dict:
+    """Run config for the runs the CLI executes: their console log at INFO (what each step
+    is doing, training progress), DEBUG (every engine event) only with --verbose."""
+    return {"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "INFO"}}}}
+
+
 def _definitions() -> ModuleType:
     """trending_assets.definitions, imported on first use: importing it loads the
     configuration, and main() reports a configuration error without a traceback."""
@@ -76,7 +82,8 @@ class IngestOutcome:
     skipped: dict[str, str] = field(default_factory=dict)  # not ingested (hidden name) -> why
 
 
-def ingest_new_files(settings: Settings, instance: DagsterInstance) -> IngestOutcome:
+def ingest_new_files(settings: Settings, instance: DagsterInstance,
+                     verbose: bool = False) -> IngestOutcome:
     """Materialize raw_titles for every new or re-uploaded (changed) landing file."""
     store = _definitions().build_resources(settings)["landing"].open()
     quarantine = QuarantineStore(artifact_root(settings.storage))
@@ -89,6 +96,7 @@ def ingest_new_files(settings: Settings, instance: DagsterInstance) -> IngestOut
             reconstructable(_definitions().ingest_job_def), instance,
             tags={**MANUAL_TAGS, "dagster/partition": key,
                   "trending/content_sha256": change.sha256}, raise_on_error=False,
+            run_config=log_config(verbose),
         )
         record = quarantine.get(key)
         if not result.success:
@@ -167,23 +175,23 @@ def format_summary(rows: list[SummaryRow]) -> str:
     return "\n".join(lines)
 
 
-def run(force: bool) -> int:
+def run(force: bool, verbose: bool = False) -> int:
     settings = load_settings()
     if settings.executor == "k8s" and settings.k8s.image is None:
         raise ConfigError("executor k8s: no image for the step Jobs; set k8s.image or run "
                           "where $DAGSTER_CURRENT_IMAGE is set (the code location's pod)")
     home = dagster_home()
     if home is None:  # DagsterInstance.get() explains what is missing
-        return _run_locked(settings, force)
+        return _run_locked(settings, force, verbose)
     try:
         with exclusive_cli_run(home):
-            return _run_locked(settings, force)
+            return _run_locked(settings, force, verbose)
     except CliBusyError as exc:
         print(f"not started: {exc}", file=sys.stderr)
         return 3
 
 
-def _run_locked(settings: Settings, force: bool) -> int:
+def _run_locked(settings: Settings, force: bool, verbose: bool) -> int:
     instance = DagsterInstance.get()
     for run_id in fail_dead_cli_runs(instance, artifact_root(settings.storage)):
         print(f"run {run_id} was left STARTED by a `cli run` process that is gone: marked "
@@ -191,7 +199,7 @@ def _run_locked(settings: Settings, force: bool) -> int:
     seeded = seed_landing(settings, instance)
     if seeded:
         print(f"placed the bundled sample in the landing area: {seeded}")
-    outcome = ingest_new_files(settings, instance)
+    outcome = ingest_new_files(settings, instance, verbose)
     print(f"landing files ingested: {outcome.ingested or 'none new'}")
     if outcome.quarantined:
         where = QuarantineStore(artifact_root(settings.storage)).uri("<file>")
@@ -210,7 +218,8 @@ def _run_locked(settings: Settings, force: bool) -> int:
     print(decision.reason)
     if decision.retrain:
         result = execute_job(reconstructable(_definitions().training_job_def), instance,
-                             tags={**MANUAL_TAGS, **fingerprint.tags()}, raise_on_error=False)
+                             tags={**MANUAL_TAGS, **fingerprint.tags()}, raise_on_error=False,
+                             run_config=log_config(verbose))
         run_id = result.run_id
         print(f"training run {run_id}: {'succeeded' if result.success else 'FAILED'}")
     print()
@@ -240,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="ingest new landing files, train, print a summary")
     run_parser.add_argument("--force", action="store_true", help="retrain even with no new data")
+    run_parser.add_argument("--verbose", action="store_true",
+                            help="also print Dagster's DEBUG events (every step start, output)")
     sub.add_parser("summary", help="print the summary of the latest models")
     reproduce_parser = sub.add_parser(
         "reproduce", help="retrain a registered version from its manifest, compare metrics")
@@ -269,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
-        return run(args.force)
+        return run(args.force, args.verbose)
     if args.command == "reproduce":
         return reproduce(args.model, args.version)
     if args.command == "registry":

@@ -91,6 +91,8 @@ def _evaluate_and_gate(
 ) -> Iterator[Output | AssetCheckResult]:
     config = settings.get()
     fields = lineage(context, config, table_version(data_splits.table))
+    context.log.info(f"{family}_evaluation: scoring the splits {data_splits.counts()}, "
+                     "slices, plots and the gate")
     with measured() as figures:
         result = evaluate_on_splits(model, family, data_splits, baseline)
     with (

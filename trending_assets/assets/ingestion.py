@@ -103,6 +103,7 @@ def raw_titles(
     except ArtifactNotFoundError as exc:
         raise Failure(f"landing file {landing_store.uri_of(name)} is gone: it was removed "
                       "after its partition was added; nothing to ingest") from exc
+    context.log.info(f"raw_titles: reading and checking {name} ({stored.size:,} bytes)")
     with measured() as figures:
         assessment = assess_batch(stored.data, name, taxonomy, batch_limits(config), read_limits,
                                   size_bytes=stored.size, sha256=stored.sha256)
@@ -220,6 +221,8 @@ def training_data(
     for name, why in dropped.items():
         context.log.info(f"{name} leaves training: {why}")
     order = ingest_order(b for n, b in stored.items() if n not in dropped)
+    context.log.info(f"training_data: merging {len(order)} accepted batch(es), "
+                     f"{sum(len(raw_titles[k]) for k in order):,} rows; quality and drift checks")
     with measured() as figures:
         table, genres, stats = build_training_table([raw_titles[k] for k in order], taxonomy)
         baseline, baseline_label = _drift_baseline(store, config, taxonomy, context.log)

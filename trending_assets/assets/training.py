@@ -25,6 +25,7 @@ from trending_assets.ml.bert_checkpoint import discard_checkpoints
 from trending_assets.ml.bert_launch import train_bert_processes
 from trending_assets.ml.dataset import TitleSplits
 from trending_assets.ml.linear import LinearGenreModel, LinearParams
+from trending_assets.ml.progress import progress_line
 from trending_assets.ml.reproduce import base_model_record
 from trending_assets.ml.tfidf import TfidfFeatures
 from trending_assets.ml.xgboost_model import XGBoostGenreModel, XGBoostParams
@@ -148,10 +149,13 @@ def build_bert_model(op_tags: Mapping[str, Any] | None = None) -> AssetsDefiniti
 
         def fit(run: TrackedRun) -> BertGenreModel:
             def log_and_report(metrics: dict[str, float]) -> None:
+                line = progress_line(metrics)
+                if line is not None:  # the timed line for people; W&B has the step figures
+                    context.log.info(f"bert {line}")
+                    return
                 run.log(metrics)
-                # Every epoch, every 100 steps and a resumption in the Dagster logs too.
-                if ({"val/macro_f1", "resumed_from_step"} & set(metrics)
-                        or metrics.get("step", 1) % 100 == 0):
+                # Every epoch and a resumption in the Dagster logs too.
+                if {"val/macro_f1", "resumed_from_step"} & set(metrics):
                     context.log.info("bert " + ", ".join(
                         f"{k}={v:.4g}" for k, v in metrics.items()))
 

@@ -1,11 +1,13 @@
 """Optional hyperparameter search for the XGBoost model.
 
-Materialize `xgboost_hyperparameters` on demand (alone, or with its upstream assets). In a
-run that also trains `xgboost_model`, such as the train_models job, it does nothing and
-records no materialization: regular training never waits on a search. It fits one model
-per point of a small grid around the configured parameters, ranks them by validation
-macro-F1 (thresholds tuned on validation; the test split is never used), logs every trial
-to one W&B run and writes the best configuration as a W&B artifact
+Materialize `xgboost_hyperparameters` on demand: the `tune_xgboost` job (on the stored
+features and splits), or alone with its upstream assets. It is not part of train_models or
+the weekly schedule. In a run that also trains `xgboost_model` (e.g. "Materialize all" in
+the UI) it does nothing and records no materialization: training never waits on a search.
+
+It fits one model per point of a small grid around the configured parameters, ranks them
+by validation macro-F1 (thresholds tuned on validation; the test split is never used),
+logs every trial to one W&B run and writes the best configuration as a W&B artifact
 (`xgboost-hyperparameters`, file best_config.json).
 
 The training asset does not read it on its own (Dagster has no optional asset inputs, and a
@@ -43,7 +45,7 @@ XGBOOST_HYPERPARAMETERS_CODE_VERSION = "1"
 
 
 def run_trains_xgboost(context: AssetExecutionContext) -> bool:
-    """Whether this run also materializes xgboost_model (e.g. the train_models job)."""
+    """Whether this run also materializes xgboost_model (e.g. "Materialize all")."""
     return TRAINING_ASSET in context.job_def.asset_layer.selected_asset_keys
 
 

@@ -39,6 +39,7 @@ from trending_assets.ml.bert_checkpoint import (
     tensors_to_bytes,
 )
 from trending_assets.ml.bert_data import TokenTable, collate, epoch_batches, shard_rows
+from trending_assets.ml.progress import ProgressReporter
 
 MONITOR = "val_macro_f1"
 
@@ -334,6 +335,7 @@ def fit(
     on_progress: Callable[[dict[str, float]], None] | None = None,
     on_step: Callable[[int], None] | None = None,
     tracker_run_id: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> FitResult:
     """Train `model` (already on `workers.device`; logits = model(input_ids, attention_mask)).
 
@@ -342,8 +344,10 @@ def fit(
     epochs without improvement. With a checkpointer, training starts from its newest
     complete checkpoint and writes one every `checkpoint_every_steps` steps and at each
     epoch end. `on_progress` receives loss, speed and ETA every `log_every_steps` steps and
-    the validation metrics every epoch (rank 0 only). `on_step(step)` runs after every
-    optimizer step on every process (the benchmark times with it)."""
+    the validation metrics every epoch (rank 0 only), and a progress report (see
+    ml/progress.py; `clock` measures its wall time) at least every 30 seconds.
+    `on_step(step)` runs after every optimizer step on every process (the benchmark times
+    with it)."""
     report = on_progress if (on_progress and workers.is_main) else (lambda _m: None)
     if workers.device.type == "cuda":  # the peak reported is this fit's, not the process's
         torch.cuda.reset_peak_memory_stats(workers.device)
@@ -368,6 +372,9 @@ def fit(
         tracker_run_id = stored.state.get("tracker_run_id") or tracker_run_id
         resumed_from = progress.step
         report({"resumed_from_step": float(progress.step), "epoch": progress.epoch + 1})
+
+    reporter = ProgressReporter(trainer.total_steps, settings.epochs, progress.step,
+                                clock=clock)
 
     def save_checkpoint() -> None:
         if checkpointer is None:
@@ -400,6 +407,9 @@ def fit(
             window_steps += 1
             if on_step is not None:
                 on_step(progress.step)
+            status = reporter.update(progress.step, progress.epoch + 1, len(batch))
+            if status is not None:
+                report(status)
             if progress.step % settings.log_every_steps == 0:
                 loss_total = _all_sum(window_loss.clone(), workers).item()
                 now = time.perf_counter()
