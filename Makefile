@@ -29,13 +29,14 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 	touch $@
 
 ## make lock: recompile the lock from pyproject.toml (resolved against the CPU torch wheel;
-## its local version label is dropped so the lock installs from PyPI too)
+## its local version label is dropped so the lock installs from PyPI too). A fresh file, not
+## the lock itself: uv would prefer the lock's torch==2.13.0, PyPI's CUDA build.
 lock:
 	test -x $(VENV)/bin/uv || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install -c $(LOCK) uv; }
 	$(VENV)/bin/uv pip compile pyproject.toml --extra test --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 $(addprefix --find-links ,$(PIP_FIND_LINKS)) \
-		--annotation-style line --custom-compile-command "make lock" --quiet -o $(LOCK)
-	sed -i 's/^torch==2.13.0+cpu /torch==2.13.0     /' $(LOCK)
+		--annotation-style line --custom-compile-command "make lock" --quiet -o $(LOCK).new
+	sed 's/^torch==2.13.0+cpu /torch==2.13.0     /' $(LOCK).new > $(LOCK) && rm $(LOCK).new
 
 # tests/test_postgres_instance.py starts a real PostgreSQL server (initdb + pg_ctl): Debian's
 # package, installed once when missing (as chromium below).
