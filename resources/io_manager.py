@@ -30,6 +30,7 @@ from dagster import (
     ConfigurableIOManager,
     DagsterInstance,
     DagsterInvariantViolationError,
+    EventLogRecord,
     InputContext,
     OutputContext,
 )
@@ -171,7 +172,19 @@ def run_start_timestamp(instance: DagsterInstance, run_id: str) -> float | None:
 
 def pinned_version(instance: DagsterInstance, run_id: str, asset_key: AssetKey,
                    partition: str | None = None) -> PinnedVersion | None:
-    """The version of `asset_key` (`partition`) that run `run_id` reads.
+    """The version of `asset_key` (`partition`) that run `run_id` reads (see pinned_record)."""
+    record = pinned_record(instance, run_id, asset_key, partition)
+    if record is None:
+        return None
+    digest = record.asset_materialization.metadata.get("artifact_sha256")
+    return PinnedVersion(record.run_id, None if digest is None else digest.value,
+                         record.run_id == run_id)
+
+
+def pinned_record(instance: DagsterInstance, run_id: str, asset_key: AssetKey,
+                  partition: str | None = None) -> EventLogRecord | None:
+    """The materialization record of the version of `asset_key` (`partition`) that run
+    `run_id` reads.
 
     One rule, answered by the instance's materialization records: the newest stored version
     written by this run itself, else the newest one written before this run started. A
@@ -199,11 +212,8 @@ def pinned_version(instance: DagsterInstance, run_id: str, asset_key: AssetKey,
                 else {}
             if "artifact_uri" not in metadata:
                 continue
-            own = record.run_id == run_id
-            if own or record.timestamp < started:
-                digest = metadata.get("artifact_sha256")
-                return PinnedVersion(record.run_id, None if digest is None else digest.value,
-                                     own)
+            if record.run_id == run_id or record.timestamp < started:
+                return record
             later = record.run_id
         if not page.has_more:
             break

@@ -216,6 +216,10 @@ def test_overlapping_runs_each_register_their_own_model(pipeline_env):
                 evaluation["artifact_sha256"]
             assert inputs["data_splits"] == {"version": prepared.run_id,
                                              "artifact_sha256": splits_sha, "this_run": False}
+            # and so does the record's `upstream` (the manifest's splits_version reads it)
+            assert record["upstream"]["xgboost_model"]["dagster_run_id"] == result.run_id
+            assert record["upstream"]["xgboost_evaluation"]["dagster_run_id"] == result.run_id
+            assert record["upstream"]["data_splits"]["dagster_run_id"] == prepared.run_id
         # the two configurations gave two different models, and each run kept its own
         assert materialization(a, "xgboost_evaluation")["macro_f1"] != \
             materialization(b, "xgboost_evaluation")["macro_f1"]

@@ -24,6 +24,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from resources.io_manager import pinned_record
 from resources.notify import NotifierResource
 from resources.registry import ModelRegistry, ModelRegistryResource
 from resources.tracking import WandbTracker
@@ -58,11 +59,12 @@ class PromotionConfig(Config):
 
 
 def upstream_record(context: AssetExecutionContext, asset_name: str) -> dict[str, Any]:
-    """URI, content hash and W&B run of the stored upstream version this run consumed."""
-    event = context.instance.get_latest_materialization_event(AssetKey(asset_name))
-    if event is None or event.asset_materialization is None:
+    """URI, content hash and W&B run of the stored upstream version this run consumed: the
+    one the IO manager loaded for it (pinned_record), not whatever another run wrote last."""
+    record = pinned_record(context.instance, context.run.run_id, AssetKey(asset_name))
+    if record is None or record.asset_materialization is None:
         return {}
-    meta = event.asset_materialization.metadata
+    meta = record.asset_materialization.metadata
     return {key: meta[key].value for key in ("artifact_uri", "artifact_sha256", "wandb_run",
                                               "data_version", "dagster_run_id") if key in meta}
 
