@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from trending_assets.rehearsal import stack
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
@@ -160,7 +162,11 @@ def test_staging_deploys_the_sha_tagged_image_and_smokes_the_graph():
     assert "${{ github.sha }}" in push["with"]["tags"]
     commands = _commands(staging)
     assert "-f helm/values.yaml -f helm/values-staging.yaml" in commands
-    assert "python -m trending_assets.cli run" in commands
+    # The smoke step runs the entry point the local rehearsal runs (tests/test_rehearsal.py).
+    assert "python -m trending_assets.rehearsal.smoke" in commands
+    assert "trending_assets.rehearsal.smoke" in stack.code_location_pod(
+        "smoke", stack.smoke_command(1000))["spec"]["template"]["spec"]["containers"][0][
+            "command"]
     assert staging["jobs"]["promote"]["needs"] == ["build", "deploy"]
 
 
@@ -175,7 +181,12 @@ def test_production_deploys_the_digest_that_passed_staging():
     assert "build-push-action" not in (REPO / ".github/workflows/cd_production.yml").read_text()
 
 
-def test_ci_entry_point_installs_postgresql_when_missing():
-    script = (REPO / ".ci" / "run").read_text()
-    assert "apt-get install" in script and "postgresql" in script
-    assert "make test" in script
+def test_make_test_installs_postgresql_when_missing():
+    """The README's test command is the whole set-up: `make test` (which .ci/run calls)
+    installs Debian's PostgreSQL when no initdb is found."""
+    assert "make test" in (REPO / ".ci" / "run").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    test_target = next(line for line in makefile.splitlines() if line.startswith("test:"))
+    assert "postgres" in test_target.split(":", 1)[1].split()
+    recipe = makefile.split("\npostgres:", 1)[1].split("\n\n", 1)[0]
+    assert "apt-get install" in recipe and "postgresql" in recipe and "initdb" in recipe

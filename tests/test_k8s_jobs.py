@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 IMAGE = "ghcr.io/trending-now/trending-assets:0123abc"
 # The oldest version a managed cluster still runs, and the newest schema there is.
 KUBERNETES_VERSIONS = ("1.33.0", kubernetes_validate.latest_version())
-JOBS = ("ingest_landing_file", "train_models")
+JOBS = ("ingest_landing_file", "train_models", "tune_xgboost")
 SECRETS = {"trending-now-aws", "trending-now-wandb", "trending-now-alerts"}
 CREDENTIAL_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|ACCESS_KEY|WEBHOOK")
 

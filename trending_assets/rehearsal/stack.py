@@ -217,6 +217,11 @@ def code_location_pod(name: str, command: list[str]) -> dict[str, Any]:
     }
 
 
+def smoke_command(titles: int) -> list[str]:
+    """The staging smoke test, as CD runs it in the code location's pod (cd_staging.yml)."""
+    return ["python", "-m", "trending_assets.rehearsal.smoke", "--titles", str(titles)]
+
+
 def wait_for(condition: Callable[[], bool], deadline_s: float, what: str,
              every_s: float = 1.0) -> None:
     end = time.monotonic() + deadline_s
@@ -253,8 +258,7 @@ def run_smoke(cluster: LocalCluster, titles: int, deadline_s: float,
     """The CD smoke command in a code-location pod of the stand-in; wait for it to end."""
     kubernetes.config.load_kube_config(str(cluster.workdir / "kubeconfig"))
     batch = kubernetes.client.BatchV1Api()
-    batch.create_namespaced_job(NAMESPACE, code_location_pod("smoke", [
-        "python", "-m", "trending_assets.rehearsal.smoke", "--titles", str(titles)]))
+    batch.create_namespaced_job(NAMESPACE, code_location_pod("smoke", smoke_command(titles)))
 
     def finished() -> bool:
         if while_running is not None:
