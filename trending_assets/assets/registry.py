@@ -61,10 +61,14 @@ class PromotionConfig(Config):
 def upstream_record(context: AssetExecutionContext, asset_name: str) -> dict[str, Any]:
     """URI, content hash and W&B run of the stored upstream version this run consumed: the
     one the IO manager loaded for it (pinned_record), not whatever another run wrote last."""
-    record = pinned_record(context.instance, context.run.run_id, AssetKey(asset_name))
-    if record is None or record.asset_materialization is None:
+    key = AssetKey(asset_name)
+    record = pinned_record(context.instance, context.run.run_id, key)
+    # None: no version of it was stored by the IO manager (a test's in-memory one, say).
+    event = record.event_log_entry if record is not None else \
+        context.instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
         return {}
-    meta = record.asset_materialization.metadata
+    meta = event.asset_materialization.metadata
     return {key: meta[key].value for key in ("artifact_uri", "artifact_sha256", "wandb_run",
                                               "data_version", "dagster_run_id") if key in meta}
 
