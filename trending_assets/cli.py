@@ -17,6 +17,8 @@ from types import ModuleType
 from dagster import (
     AssetCheckKey,
     AssetKey,
+    DagsterEvent,
+    DagsterEventType,
     DagsterInstance,
     execute_job,
     reconstructable,
@@ -136,6 +138,12 @@ def summarize(instance: DagsterInstance, run_id: str | None) -> list[SummaryRow]
         elif registered and same_run:
             held = ", ".join(registered["aliases"]) or registered.get("decision", "no alias")
             version = f"v{registered['version']} ({held})"
+        elif registered.get("version") is not None:
+            # The registry still holds what an earlier run registered; say so rather than
+            # "not registered", which `cli summary` would contradict.
+            held = ", ".join(registered.get("aliases") or []) or registered.get("decision",
+                                                                                "no alias")
+            version = f"v{registered['version']} ({held}; from an earlier run)"
         else:
             version = "not registered"
         rows.append(SummaryRow(family, evaluation.get("macro_f1"), evaluation.get("micro_f1"),
@@ -221,11 +229,25 @@ def _run_locked(settings: Settings, force: bool, verbose: bool) -> int:
                              tags={**MANUAL_TAGS, **fingerprint.tags()}, raise_on_error=False,
                              run_config=log_config(verbose))
         run_id = result.run_id
-        print(f"training run {run_id}: {'succeeded' if result.success else 'FAILED'}")
+        interrupted = not result.success and was_interrupted(result.all_events)
+        state = "succeeded" if result.success else "INTERRUPTED" if interrupted else "FAILED"
+        print(f"training run {run_id}: {state}")
     print()
     print(format_summary(summarize(instance, run_id)))
-    # A refused model is a result (exit 0, the summary says why); 1 is for a failed run.
-    return 0 if run_id is None or result.success else 1
+    # A refused model is a result (exit 0, the summary says why); 1 is for a failed run,
+    # 130 (the shell's Ctrl-C status) for one stopped by an interrupt.
+    if run_id is None or result.success:
+        return 0
+    return 130 if interrupted else 1
+
+
+def was_interrupted(events: list[DagsterEvent]) -> bool:
+    """Whether the run failed because its process was interrupted (Ctrl-C, SIGTERM)."""
+    return any(
+        event.event_type == DagsterEventType.RUN_FAILURE
+        and getattr(getattr(event.event_specific_data, "error", None), "cls_name", None)
+        == "DagsterExecutionInterruptedError"
+        for event in events)
 
 
 def reproduce(model: str, version: int) -> int:
