@@ -13,7 +13,7 @@ from dagster import instance_for_test
 from markdown_it import MarkdownIt
 
 from trending_assets.assets.ingestion import _quarantine_table
-from trending_assets.checks.gx_suites import ExpectationOutcome, SuiteOutcome
+from trending_assets.checks.outcomes import ExpectationOutcome, SuiteOutcome
 from trending_assets.definitions import build_definitions
 from trending_assets.ml.gate import blessing_markdown, criteria_markdown
 from trending_assets.ml.markdown import md_bullets, md_cell, md_table, md_text

@@ -37,6 +37,7 @@ from trending_assets.automation.landing import (
     training_job,
 )
 from trending_assets.batches import retire_command
+from trending_assets.checks.model_gates import gate_check_name
 from trending_assets.cli_lock import CliBusyError, exclusive_cli_run
 from trending_assets.governance import complete_wandb_links, reproduce_version
 from trending_assets.ml.reproduce import ReproductionError
@@ -122,7 +123,7 @@ def summarize(instance: DagsterInstance, run_id: str | None) -> list[SummaryRow]
     rows = []
     for family in FAMILIES:
         evaluation = _latest_metadata(instance, f"{family}_evaluation")
-        gate = _latest_check(instance, f"{family}_evaluation", f"{family}_meets_thresholds")
+        gate = _latest_check(instance, f"{family}_evaluation", gate_check_name(family))
         registered = _latest_metadata(instance, f"registered_{family}_model")
         same_run = registered.get("dagster_run_id") == run_id if run_id else True
         if gate.startswith("FAILED: ") and family != "reference":
