@@ -36,10 +36,10 @@ from trending_assets.checks.outcomes import (
     plural,
     short,
 )
-from trending_assets.ml.dataset import (
+from trending_assets.ml.landing_file import (
     REQUIRED_COLUMNS as LANDING_COLUMNS,
 )
-from trending_assets.ml.dataset import (
+from trending_assets.ml.landing_file import (
     TEXT_COLUMNS,
     integer_years,
 )
