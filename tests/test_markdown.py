@@ -137,7 +137,8 @@ def test_every_producer_escapes_outside_text():
     page = Rendered("\n".join(criteria_markdown(criteria)))
     assert page.rows == [5, 5] and page.active == set()
 
-    blessing = {"model": "m", "decision": "forced", "aliases": [], "summary": "s",
+    blessing = {"model": "m", "decision": "forced", "aliases": [],
+                "summary": f"FORCED promotion by [me](http://e) ({PIXEL} <b>x</b>)",
                 "override": {"author": "[me](http://e)", "reason": "<script>x</script>",
                              "used": True},
                 "criteria": criteria, "champion": None,

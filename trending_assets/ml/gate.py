@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trending_assets.ml.markdown import md_cell, md_table, md_value, numbers_right
+from trending_assets.ml.markdown import md_cell, md_table, md_text, md_value, numbers_right
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 # Criteria on the candidate alone (the value gate); "change" compares it with the champion.
@@ -357,7 +357,7 @@ def blessing_markdown(blessing: Mapping[str, Any]) -> str:
     lines = [f"# Blessing: {blessing['model']}", "",
              f"**Decision: {blessing['decision'].upper()}**"
              + (f" -> aliases {', '.join(blessing['aliases'])}" if blessing["aliases"] else ""),
-             "", blessing["summary"], ""]
+             "", md_text(blessing["summary"]), ""]
     if blessing.get("override"):
         o = blessing["override"]
         lines += [f"Override: forced by **{md_cell(o['author'])}**: {md_cell(o['reason'])}"

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from trending_assets.ml.gate import criteria_markdown
-from trending_assets.ml.markdown import md_table, md_value, numbers_right
+from trending_assets.ml.markdown import md_table, md_text, md_value, numbers_right
 
 CARD_SCHEMA = "trending-now/model-card/v1"
 
@@ -93,7 +93,7 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
     lines = [f"# Model card: {card['model']} v{card['version']}", "",
              f"Family: {card['family']}. Decision: **{decision['decision']}**"
              + (f" (aliases: {', '.join(decision['aliases'])})" if decision["aliases"] else "")
-             + ".", "", decision["summary"], "",
+             + ".", "", md_text(decision["summary"]), "",
              "## Intended use", "", card["intended_use"], "",
              "## Data", "",
              f"- data version (content hash of the split table): `{data.get('data_version')}`",
