@@ -5,12 +5,10 @@ The training table and the splits built from the accepted batches are in dataset
 
 from __future__ import annotations
 
-import codecs
 import gzip
 import hashlib
 import io
 import json
-import zlib
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
@@ -18,7 +16,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
-from trending_assets.ml.limits import SNIFF_BYTES, LandingLimitExceeded, LandingLimits
+from trending_assets.ml.landing_stream import CutOff, ExpandedBytes, Utf8Text
+from trending_assets.ml.limits import LandingLimitExceeded, LandingLimits
 
 REQUIRED_COLUMNS = ("id", "title", "kind", "description", "genres", "year", "source")
 TEXT_COLUMNS = ("id", "title", "kind", "description", "genres", "source")
@@ -115,7 +114,7 @@ def load_landing_file(data: bytes, name: str, limits: LandingLimits | None = Non
         load.frame = pd.DataFrame()
         load.limit_exceeded = exc.limit
         load.problems.append(f"{name}: {exc}")
-    except _CutOff as exc:
+    except CutOff as exc:
         load.frame = pd.DataFrame()
         load.problems.append(
             f"{name}: starts like a gzip file but cannot be decompressed ({_clip(str(exc))});"
@@ -134,158 +133,7 @@ def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-_CHUNK = 1 << 16  # bytes decompressed and decoded per step
 _ROWS_PER_CHUNK = 10_000  # CSV rows parsed per step, so the row limit is checked as it goes
-
-
-class _CutOff(Exception):
-    """The gzip stream is damaged or ends early."""
-
-
-class _ExpandedBytes(io.RawIOBase):
-    """The file's bytes after decompression, counted as they are read: past
-    `max_expanded_bytes`, or (once `check_lines` is set) a line past `max_line_bytes`, it
-    raises LandingLimitExceeded before holding more."""
-
-    def __init__(self, source: BinaryIO, limits: LandingLimits) -> None:
-        self.source, self.limits = source, limits
-        self.total = 0
-        self.line_run = 0  # bytes since the last newline
-        self.check_lines = False
-        self.pushback = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self.pushback:
-            chunk, self.pushback = self.pushback[: len(buffer)], self.pushback[len(buffer):]
-        else:
-            chunk = self._next(min(len(buffer), _CHUNK))
-        buffer[: len(chunk)] = chunk
-        return len(chunk)
-
-    def _next(self, size: int) -> bytes:
-        try:
-            chunk = self.source.read(size)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise _CutOff(str(exc)) from exc
-        self.total += len(chunk)
-        if self.total > self.limits.max_expanded_bytes:
-            raise LandingLimitExceeded(
-                "max_expanded_bytes", self.limits.max_expanded_bytes,
-                f"the content is larger than {self.limits.max_expanded_bytes:,} bytes "
-                "after decompression")
-        lines = chunk.split(b"\n")
-        if len(lines) == 1:
-            self.line_run += len(chunk)
-        else:
-            self._check_line(max(self.line_run + len(lines[0]), *map(len, lines[1:])))
-            self.line_run = len(lines[-1])
-        self._check_line(self.line_run)
-        return chunk
-
-    def _check_line(self, length: int) -> None:
-        if self.check_lines and length > self.limits.max_line_bytes:
-            raise LandingLimitExceeded(
-                "max_line_bytes", self.limits.max_line_bytes,
-                f"a line is longer than {self.limits.max_line_bytes:,} bytes")
-
-    def head(self) -> bytes:
-        """The first SNIFF_BYTES bytes; the next reads give them again."""
-        parts, got = [self.pushback], len(self.pushback)
-        while got < SNIFF_BYTES and (chunk := self._next(SNIFF_BYTES - got)):
-            parts.append(chunk)
-            got += len(chunk)
-        self.pushback = b"".join(parts)
-        return self.pushback
-
-    def at_end(self) -> bool:
-        """Whether nothing follows what was read (and pushed back) so far."""
-        more = self._next(1)
-        self.pushback += more
-        return not more
-
-
-class _Utf8Text(io.TextIOBase):
-    """The text of an _ExpandedBytes stream, decoded as it is read: undecodable bytes become
-    U+FFFD and are counted, and the first is located (for `LandingLoad.encoding_note`)."""
-
-    def __init__(self, raw: _ExpandedBytes, load: LandingLoad) -> None:
-        self.raw, self.load = raw, load
-        self.decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
-        self.strict = codecs.getincrementaldecoder("utf-8")()
-        self.first_bad: tuple[bytes, int] | None = None  # the byte and its line
-        self.lines_before = 0
-        self.buffer = ""
-        self.done = False
-
-    def readable(self) -> bool:
-        return True
-
-    def _decode_next(self) -> str | None:
-        """The text of the next chunk ('' while a character is split), None at the end."""
-        if self.done:
-            return None
-        chunk = self.raw.read(_CHUNK)
-        self.done = not chunk
-        text = self.decoder.decode(chunk, final=self.done)
-        self.load.undecodable_bytes += text.count("\ufffd")
-        if self.first_bad is None:
-            pending = self.strict.getstate()[0]
-            try:
-                self.strict.decode(chunk, final=self.done)
-            except UnicodeDecodeError as exc:
-                joined = pending + chunk
-                line = self.lines_before + joined.count(b"\n", 0, exc.start) + 1
-                self.first_bad = (joined[exc.start : exc.start + 1], line)
-            self.lines_before += chunk.count(b"\n")
-        return text
-
-    def _more(self) -> bool:
-        text = self._decode_next()
-        if text is None:
-            return False
-        self.buffer += text
-        return True
-
-    def read(self, size: int | None = -1) -> str:
-        if size is None or size < 0:
-            parts = [self.buffer]
-            while (text := self._decode_next()) is not None:
-                parts.append(text)
-            self.buffer = ""
-            return "".join(parts)
-        while len(self.buffer) < size and self._more():
-            pass
-        text, self.buffer = self.buffer[:size], self.buffer[size:]
-        return text
-
-    def readline(self, size: int | None = -1) -> str:
-        while "\n" not in self.buffer and self._more():
-            pass
-        end = self.buffer.find("\n") + 1 or len(self.buffer)
-        text, self.buffer = self.buffer[:end], self.buffer[end:]
-        return text
-
-    def first_line(self) -> str:
-        """The first non-blank line, left to be read again."""
-        while "\n" not in self.buffer.lstrip() and self._more():
-            pass
-        return self.buffer.lstrip().split("\n", 1)[0].strip()
-
-    def finish(self) -> None:
-        """Read to the end (counting what is left) and write the encoding note."""
-        self.buffer = ""
-        while self._decode_next() is not None:
-            pass
-        if self.first_bad is not None and self.load.undecodable_bytes:
-            byte, line = self.first_bad
-            self.load.encoding_note = (
-                f"{self.load.name}: not valid UTF-8: {self.load.undecodable_bytes} undecodable "
-                f"byte sequence(s), the first is 0x{byte.hex()} on line {line} "
-                f"({byte.decode('latin-1')!r} if the file is Latin-1); re-export the file as "
-                "UTF-8")
 
 
 def _read_into(load: LandingLoad, data: bytes, limits: LandingLimits) -> None:
@@ -301,7 +149,7 @@ def _read_into(load: LandingLoad, data: bytes, limits: LandingLimits) -> None:
         load.compression = "gzip"
         if stem.lower().endswith(".gz"):
             stem = stem[:-3]
-    raw = _ExpandedBytes(source, limits)
+    raw = ExpandedBytes(source, limits)
     head = raw.head()
     if load.compression and not head.strip() and raw.at_end():
         load.problems.append(f"{name}: the file is empty (a gzip file with nothing inside); "
@@ -323,7 +171,7 @@ def _read_into(load: LandingLoad, data: bytes, limits: LandingLimits) -> None:
     else:
         # A JSON array may be one line; CSV and JSON Lines rows are lines.
         raw.check_lines = fmt in ("csv", "jsonl")
-        text = _Utf8Text(raw, load)
+        text = Utf8Text(raw, load)
         reader = {"csv": _read_csv, "jsonl": _read_json_lines, "json": _read_json_array}[fmt]
         frame = reader(text, load, limits)
         text.finish()
@@ -372,7 +220,7 @@ def _check_fields(frame: pd.DataFrame, limits: LandingLimits) -> None:
                 f"a value in column {str(column)!r} has {int(longest):,} characters")
 
 
-def _read_csv(text: _Utf8Text, load: LandingLoad, limits: LandingLimits) -> pd.DataFrame | None:
+def _read_csv(text: Utf8Text, load: LandingLoad, limits: LandingLimits) -> pd.DataFrame | None:
     # Another delimiter shows in the header before any row can fail to parse.
     header = text.first_line()
     required = set(REQUIRED_COLUMNS)
@@ -436,7 +284,7 @@ def _read_parquet(data: bytes, load: LandingLoad,
     return frame
 
 
-def _read_json_lines(text: _Utf8Text, load: LandingLoad,
+def _read_json_lines(text: Utf8Text, load: LandingLoad,
                      limits: LandingLimits) -> pd.DataFrame | None:
     records: list[dict[str, Any]] = []
     number = 0
@@ -463,7 +311,7 @@ def _read_json_lines(text: _Utf8Text, load: LandingLoad,
     return frame
 
 
-def _read_json_array(text: _Utf8Text, load: LandingLoad,
+def _read_json_array(text: Utf8Text, load: LandingLoad,
                      limits: LandingLimits) -> pd.DataFrame | None:
     try:
         records = json.loads(text.read())
