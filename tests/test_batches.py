@@ -17,7 +17,7 @@ from resources.retirement import RetiredBatches
 from resources.storage import ArtifactStoreResource, LocalArtifactStore
 from trending_assets.batches import StoredBatch, ingest_order, retire_command
 from trending_assets.checks.data_quality import batch_contributions, training_limits
-from trending_assets.checks.gx_suites import validate_training_table
+from trending_assets.checks.training_suite import validate_training_table
 from trending_assets.definitions import build_definitions
 from trending_assets.ml.dataset import build_training_table
 from trending_assets.ml.taxonomy import Taxonomy

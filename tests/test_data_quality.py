@@ -31,7 +31,8 @@ from trending_assets.checks.batch_quality import assess_batch
 from trending_assets.checks.data_quality import batch_limits
 from trending_assets.definitions import ASSETS, build_definitions, build_resources
 from trending_assets.ml import drift
-from trending_assets.ml.dataset import build_training_table, load_landing_file
+from trending_assets.ml.dataset import build_training_table
+from trending_assets.ml.landing_file import load_landing_file
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.settings import Settings, load_settings
 

@@ -312,7 +312,7 @@ def test_aligned_to_reorders_and_zero_fills_genres() -> None:
 def test_meets_thresholds_check_reads_the_whole_value_gate() -> None:
     """The `<family>_meets_thresholds` check: slice and genre floors included; a failure
     is a WARN (the registration refuses the candidate; the run goes on)."""
-    from trending_assets.assets.evaluation import gate_result
+    from trending_assets.checks.model_gates import gate_result
     from trending_assets.ml.report import EvaluationResult
 
     m = metrics(movie=0.20)

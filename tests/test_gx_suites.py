@@ -1,4 +1,4 @@
-"""The Great Expectations suite for the training table (trending_assets.checks.gx_suites)."""
+"""The Great Expectations suite for the training table (trending_assets.checks.training_suite)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from trending_assets.checks.gx_suites import (
-    ExpectationOutcome,
-    SuiteOutcome,
-    TrainingLimits,
-    validate_training_table,
-)
+from trending_assets.checks.outcomes import ExpectationOutcome, SuiteOutcome
+from trending_assets.checks.training_suite import TrainingLimits, validate_training_table
 
 DATA = Path(__file__).resolve().parents[1] / "trending_assets" / "data"
 NETFLIX = DATA / "netflix_titles_genres.csv.gz"
@@ -259,11 +255,11 @@ def test_outcome_dataclasses_without_gx() -> None:
 
 
 def test_import_is_light_and_offline() -> None:
-    """Importing the module pulls in neither GX (slow) nor dagster, and turns analytics off."""
+    """Importing the suites pulls in neither GX (slow) nor dagster, and turns analytics off."""
     code = (
         "import os, sys\n"
         "os.environ.pop('GX_ANALYTICS_ENABLED', None)\n"
-        "import trending_assets.checks.gx_suites\n"
+        "import trending_assets.checks.batch_suite, trending_assets.checks.training_suite\n"
         "assert 'great_expectations' not in sys.modules\n"
         "assert not any(m == 'dagster' or m.startswith('dagster.') for m in sys.modules)\n"
         "assert os.environ['GX_ANALYTICS_ENABLED'] == 'false'\n"

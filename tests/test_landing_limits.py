@@ -20,7 +20,7 @@ from resources.quarantine import QuarantineStore
 from resources.storage import ArtifactStoreResource, LocalArtifactStore
 from trending_assets.assets.ingestion import landing_files, raw_titles
 from trending_assets.checks.batch_quality import assess_batch
-from trending_assets.ml.dataset import load_landing_file
+from trending_assets.ml.landing_file import load_landing_file
 from trending_assets.ml.limits import LandingLimits
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.settings import SettingsResource, load_settings
@@ -139,7 +139,7 @@ def test_raw_titles_quarantines_a_bomb_with_the_limit_in_its_record(
 _PEAK = """
 import gzip, io, sys
 from pathlib import Path
-from trending_assets.ml.dataset import load_landing_file
+from trending_assets.ml.landing_file import load_landing_file
 
 def high_water_kb():
     line = [l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM")]

@@ -12,8 +12,8 @@ import pytest
 from dagster import instance_for_test
 from markdown_it import MarkdownIt
 
-from trending_assets.assets.ingestion import _quarantine_table
-from trending_assets.checks.gx_suites import ExpectationOutcome, SuiteOutcome
+from trending_assets.assets.ingestion import _left_out_table, _quarantine_table
+from trending_assets.checks.outcomes import ExpectationOutcome, SuiteOutcome
 from trending_assets.definitions import build_definitions
 from trending_assets.ml.gate import blessing_markdown, criteria_markdown
 from trending_assets.ml.markdown import md_bullets, md_cell, md_table, md_text
@@ -137,13 +137,28 @@ def test_every_producer_escapes_outside_text():
     page = Rendered("\n".join(criteria_markdown(criteria)))
     assert page.rows == [5, 5] and page.active == set()
 
-    blessing = {"model": "m", "decision": "forced", "aliases": [], "summary": "s",
+    blessing = {"model": "m", "decision": "forced", "aliases": [],
+                "summary": f"FORCED promotion by [me](http://e) ({PIXEL} <b>x</b>)",
                 "override": {"author": "[me](http://e)", "reason": "<script>x</script>",
                              "used": True},
                 "criteria": criteria, "champion": None,
                 "candidate": {"overall": {"macro_f1": 0.5}, "slices": {}}}
     page = Rendered(blessing_markdown(blessing))
     assert page.active == {"h1", "h2"}  # the blessing's own headings only
+
+    left_out = Rendered(_left_out_table({name: f"retired by [me](http://e) | {PIXEL}"}))
+    assert left_out.rows == [2, 2] and left_out.active == set()
+    assert name in "".join(left_out.text)
+    assert f"retired by [me](http://e) | {PIXEL}" in "".join(left_out.text)
+
+
+def test_bench_tables_keep_their_columns_when_a_detail_holds_pipes():
+    from trending_assets.bench.bert_checks import Row, table_text
+
+    detail = "torchrun exited with 1: Traceback | [rank0] x | <module>"
+    page = Rendered(table_text([Row("data_parallel", "cpu", False, None, detail)]))
+    assert page.rows == [5, 5] and page.active == set()
+    assert detail in "".join(page.text)
 
 
 def test_the_preview_of_a_hostile_landing_file_renders_as_text(tmp_path: Path, netflix,

@@ -103,6 +103,10 @@ def test_model_card_markdown(evaluation) -> None:
     assert "| macro_f1 |" in text  # the gate criteria table
     assert '"git_commit": "deadbeef"' in text
 
+    # The decision summary quotes a person's override reason: shown as text, not an image.
+    card["decision"]["summary"] = "FORCED promotion by ops (see ![x](http://e/x.png))"
+    assert "(see !\\[x\\](http\\://e/x.png))\n" in model_card_markdown(card)
+
 
 def test_manifest_records_code_dependencies_data_and_hardware(tmp_path: Path) -> None:
     settings = load_settings("local")

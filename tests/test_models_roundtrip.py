@@ -16,9 +16,10 @@ from sklearn.linear_model import LogisticRegression
 
 from trending_assets.ml.dataset import assign_splits, build_training_table, label_matrix
 from trending_assets.ml.linear import LinearGenreModel, LinearParams
+from trending_assets.ml.stacked_scores import select_features
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.ml.tfidf import TfidfEncoder, TfidfFeatures, TfidfParams
-from trending_assets.ml.xgboost_model import XGBoostGenreModel, XGBoostParams, select_features
+from trending_assets.ml.xgboost_model import XGBoostGenreModel, XGBoostParams
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NETFLIX = REPO_ROOT / "trending_assets" / "data" / "netflix_titles_genres.csv.gz"

@@ -1,4 +1,4 @@
-"""Tests for trending_assets.ml.taxonomy and trending_assets.ml.dataset."""
+"""Tests for trending_assets.ml.taxonomy, trending_assets.ml.dataset and ml.landing_file."""
 
 from __future__ import annotations
 
@@ -11,16 +11,14 @@ import pytest
 import yaml
 
 from trending_assets.ml.dataset import (
-    REQUIRED_COLUMNS,
-    LandingFileError,
     TitleSplits,
     assign_splits,
     build_training_table,
     label_matrix,
     out_of_distribution_table,
-    read_titles,
     split_of,
 )
+from trending_assets.ml.landing_file import REQUIRED_COLUMNS, LandingFileError, read_titles
 from trending_assets.ml.taxonomy import Taxonomy, TaxonomyError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

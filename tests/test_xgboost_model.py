@@ -25,6 +25,13 @@ from trending_assets.ml.dataset import (
     build_training_table,
     label_matrix,
 )
+from trending_assets.ml.stacked_scores import (
+    chi2_scores,
+    fit_linear_scores,
+    fit_nb_scores,
+    out_of_fold_scores,
+    rare_genre_row_weights,
+)
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.ml.tfidf import TfidfEncoder, TfidfFeatures, TfidfParams
 from trending_assets.ml.xgboost_model import (
@@ -32,14 +39,9 @@ from trending_assets.ml.xgboost_model import (
     XGBoostGenreModel,
     XGBoostParams,
     cgroup_cpu_quota,
-    chi2_scores,
     cuda_build,
-    fit_linear_scores,
-    fit_nb_scores,
     grid_trials,
-    out_of_fold_scores,
     params_from_dict,
-    rare_genre_row_weights,
     search_hyperparameters,
     usable_cores,
 )

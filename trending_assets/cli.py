@@ -32,14 +32,16 @@ from resources.registry import ModelRegistry
 from resources.registry_audit import registry_command
 from resources.storage import artifact_root
 from trending_assets.assets.ingestion import landing_files
+from trending_assets.automation.jobs import training_job
 from trending_assets.automation.landing import (
     landing_changes,
     landing_keys,
     skipped_landing_files,
-    training_job,
 )
 from trending_assets.batches import retire_command
+from trending_assets.checks.model_gates import gate_check_name
 from trending_assets.cli_lock import CliBusyError, exclusive_cli_run
+from trending_assets.exits import exit_on_config_error
 from trending_assets.governance import complete_wandb_links, reproduce_version
 from trending_assets.ml.reproduce import ReproductionError
 from trending_assets.retraining import current_fingerprint, decide_retrain
@@ -124,7 +126,7 @@ def summarize(instance: DagsterInstance, run_id: str | None) -> list[SummaryRow]
     rows = []
     for family in FAMILIES:
         evaluation = _latest_metadata(instance, f"{family}_evaluation")
-        gate = _latest_check(instance, f"{family}_evaluation", f"{family}_meets_thresholds")
+        gate = _latest_check(instance, f"{family}_evaluation", gate_check_name(family))
         registered = _latest_metadata(instance, f"registered_{family}_model")
         same_run = registered.get("dagster_run_id") == run_id if run_id else True
         if gate.startswith("FAILED: ") and family != "reference":
@@ -293,11 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     retire_parser.add_argument("--reason", default="retired by command")
     retire_parser.add_argument("--by", default="cli", help="who retires it")
     args = parser.parse_args(argv)
-    try:
-        return _dispatch(args)
-    except ConfigError as exc:  # the message names the file, key and allowed values
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    return exit_on_config_error(lambda: _dispatch(args))
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from trending_assets.assets.training import (
     xgboost_model,
 )
 from trending_assets.assets.tuning import xgboost_hyperparameters
-from trending_assets.automation.landing import ingest_job, training_job, tuning_job
+from trending_assets.automation.jobs import ingest_job, training_job, tuning_job
 from trending_assets.automation.wiring import automation_resources, build_automation
 from trending_assets.k8s import executor_config, step_op_tags
 from trending_assets.settings import Settings, SettingsResource, load_settings

@@ -3,14 +3,11 @@
 import base64
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
     AssetsDefinition,
@@ -24,40 +21,17 @@ from dagster import (
 
 from resources.tracking import WandbTracker
 from trending_assets.assets import ML_OWNERS
+from trending_assets.checks.model_gates import gate_check_spec, gate_result
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
 from trending_assets.ml.bert import BertGenreModel
 from trending_assets.ml.dataset import TitleSplits
-from trending_assets.ml.gate import criteria_markdown, gate_metrics, value_criteria
 from trending_assets.ml.linear import LinearGenreModel
 from trending_assets.ml.report import EvaluationResult, evaluate_on_splits
 from trending_assets.ml.xgboost_model import XGBoostGenreModel
-from trending_assets.settings import GateSettings, SettingsResource
+from trending_assets.settings import SettingsResource
 
 # Bump when what the assets compute changes (see trending_assets/assets/__init__.py).
 EVALUATION_CODE_VERSION = "2"
-
-
-def gate_result(family: str, result: EvaluationResult, gate: GateSettings) -> AssetCheckResult:
-    """The value gate a candidate must pass before registration: overall floors, per-slice
-    floors and the per-genre F1 floor (trending_assets/ml/gate.py). A WARN, not a blocking
-    ERROR: a refused candidate is a result, so the run goes on to the registration asset,
-    which judges the same criteria, stores nothing for a candidate below them and records
-    the refusal (nothing but registration builds on an evaluation's model)."""
-    criteria = value_criteria(gate_metrics(result.overall, result.slices), gate)
-    failed = [c for c in criteria if c.failed]
-    return AssetCheckResult(
-        check_name=f"{family}_meets_thresholds",
-        passed=not failed,
-        severity=AssetCheckSeverity.WARN,
-        description="; ".join(c.reason for c in failed) or "all thresholds met",
-        metadata={
-            "macro_f1": result.macro_f1, "micro_f1": result.micro_f1,
-            "min_macro_f1": gate.min_macro_f1, "min_micro_f1": gate.min_micro_f1,
-            "failed": [c.name for c in failed],
-            "criteria": MetadataValue.md("\n".join(
-                criteria_markdown([asdict(c) for c in criteria]))),
-        },
-    )
 
 
 def _png_markdown(path: Path) -> str:
@@ -128,11 +102,7 @@ def evaluation_asset(family: str, model_type: type, baseline_key: str | None) ->
     common: dict[str, Any] = {
         "name": name, "group_name": "evaluation", "kinds": {"scikitlearn", "matplotlib", "wandb"},
         "owners": ML_OWNERS, "code_version": EVALUATION_CODE_VERSION,
-        "check_specs": [AssetCheckSpec(
-            f"{family}_meets_thresholds", asset=name, blocking=False,
-            description=f"{family}: test macro/micro-F1 overall and per slice, and F1 per "
-                        "well-supported genre, at least the configured floors (gates:)",
-        )],
+        "check_specs": [gate_check_spec(family, name)],
         "description": f"{family} on the test split: micro/macro F1, per genre, per slice; "
                        "thresholds chosen on validation.",
     }

@@ -14,8 +14,8 @@ from trending_assets.ml.dataset import (
     assign_splits,
     genres_present,
     out_of_distribution_table,
-    read_titles,
 )
+from trending_assets.ml.landing_file import read_titles
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.ml.tfidf import TfidfEncoder, TfidfFeatures, TfidfParams
 from trending_assets.settings import SettingsResource

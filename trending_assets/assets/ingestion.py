@@ -13,7 +13,6 @@ from typing import Any
 import pandas as pd
 from dagster import (
     AssetCheckResult,
-    AssetCheckSpec,
     AssetExecutionContext,
     DynamicPartitionsDefinition,
     Failure,
@@ -38,14 +37,13 @@ from trending_assets.assets import DATA_OWNERS
 from trending_assets.batches import ingest_order, left_out, stored_batches
 from trending_assets.checks.batch_quality import assess_batch
 from trending_assets.checks.data_quality import (
-    BATCH_CHECK,
-    DRIFT_CHECK,
-    QUALITY_CHECK,
+    batch_check_spec,
     batch_contributions,
     batch_limits,
     batch_quality_result,
     drift_result,
     evaluate_training_gates,
+    training_data_check_specs,
     training_quality_result,
 )
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
@@ -83,10 +81,7 @@ def _bullets(items: list[str]) -> MetadataValue:
     kinds={"pandas", "parquet", "greatexpectations"}, owners=DATA_OWNERS,
     code_version=RAW_TITLES_CODE_VERSION,
     metadata={"dagster/column_schema": TableSchema(columns=TITLE_COLUMNS)},
-    check_specs=[AssetCheckSpec(
-        BATCH_CHECK, asset="raw_titles", blocking=False,
-        description="Great Expectations suite on one landing batch; a failing batch is "
-                    "quarantined (not blocking: good batches must never wait for a bad one)")],
+    check_specs=[batch_check_spec()],
     description="One landing file (CSV, Parquet or JSON Lines) as a table; one partition per "
                 "file. A batch that fails its suite is quarantined and stores nothing.",
 )
@@ -178,9 +173,7 @@ def _drift_baseline(store: ArtifactStore, config: Settings, taxonomy: Taxonomy,
 def _left_out_table(dropped: dict[str, str]) -> str:
     if not dropped:
         return "none"
-    lines = ["| file | why |", "| --- | --- |"]
-    lines += [f"| {name} | {why.replace('|', '/')} |" for name, why in sorted(dropped.items())]
-    return "\n".join(lines)
+    return "\n".join(md_table(("file", "why"), sorted(dropped.items())))
 
 
 def _quarantine_table(records: dict[str, dict[str, Any]], stored: set[str]) -> str:
@@ -197,13 +190,7 @@ def _quarantine_table(records: dict[str, dict[str, Any]], stored: set[str]) -> s
     group_name="training_data", kinds={"pandas", "parquet", "greatexpectations"},
     owners=DATA_OWNERS, code_version=TRAINING_DATA_CODE_VERSION,
     metadata={"dagster/column_schema": TableSchema(columns=[*TITLE_COLUMNS, LABELS_COLUMN])},
-    check_specs=[
-        AssetCheckSpec(QUALITY_CHECK, asset="training_data", blocking=True,
-                       description="Great Expectations suite on the training table"),
-        AssetCheckSpec(DRIFT_CHECK, asset="training_data", blocking=True,
-                       description="Drift against the last accepted training data: WARN above "
-                                   "the warn levels, blocking ERROR above the error levels"),
-    ],
+    check_specs=training_data_check_specs(),
     description="All accepted landing batches (quarantined, retired and removed ones left "
                 "out), deduplicated by id (the batch that landed last wins), raw tags mapped "
                 "to canonical genres.",

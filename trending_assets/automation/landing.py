@@ -25,14 +25,12 @@ from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetRecordsFilter,
-    AssetSelection,
     DagsterInstance,
     DefaultSensorStatus,
     RunRequest,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
-    define_asset_job,
     sensor,
 )
 
@@ -41,28 +39,8 @@ from resources.listing import ListedObject, ObjectLister, is_upload_leftover, li
 from resources.safe_keys import unsafe_key_reason
 from resources.storage import ArtifactNotFoundError, ArtifactStore, ArtifactStoreResource
 from trending_assets.assets.ingestion import landing_files, raw_titles
-from trending_assets.assets.tuning import xgboost_hyperparameters
+from trending_assets.automation.jobs import ingest_job
 from trending_assets.settings import LandingSensorSettings
-
-ingest_job = define_asset_job(
-    "ingest_landing_file", selection=AssetSelection.assets(raw_titles),
-    description="Read one landing file into its raw_titles partition.",
-)
-# The search is on demand only: a step of train_models it would always skip (it never runs
-# beside xgboost_model), and the UI showed that skipped step as failed.
-training_job = define_asset_job(
-    "train_models",
-    selection=AssetSelection.assets(raw_titles).downstream(include_self=False)
-    - AssetSelection.assets(xgboost_hyperparameters),
-    description="Everything below raw_titles: training data, features, the three models, "
-                "their evaluations and gates, and registration.",
-)
-tuning_job = define_asset_job(
-    "tune_xgboost", selection=AssetSelection.assets(xgboost_hyperparameters),
-    description="The optional XGBoost hyperparameter search on the stored features and "
-                "splits; its best configuration is applied by hand (see its metadata).",
-)
-
 
 # --- the CLI's comparison (content hashes) -------------------------------------------------
 

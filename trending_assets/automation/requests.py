@@ -1,4 +1,4 @@
-"""External retrain requests and the weekly full retrain.
+"""External retrain requests (the weekly full retrain is in schedules.py).
 
 A monitoring system that sees the production model degrade asks for a retrain by writing a
 small JSON file under `<triggers>/requests/` (`automation.retrain_requests.uri`; default
@@ -39,11 +39,9 @@ from typing import Any, Literal
 from dagster import (
     AssetKey,
     DagsterInstance,
-    DefaultScheduleStatus,
     DefaultSensorStatus,
     RunRequest,
     RunsFilter,
-    ScheduleDefinition,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -60,8 +58,9 @@ from resources.quarantine import delete_key
 from resources.safe_keys import unsafe_key_reason
 from resources.storage import ArtifactStore, ArtifactStoreResource
 from trending_assets.automation.alerts import UiLinks
-from trending_assets.automation.landing import training_job
+from trending_assets.automation.jobs import training_job
 from trending_assets.checks.data_quality import TrainingDataBlocked, require_training_data_passed
+from trending_assets.exits import exit_on_config_error
 from trending_assets.settings import ConfigError, Settings, load_settings
 
 REQUESTS_PREFIX = "requests/"
@@ -287,19 +286,6 @@ def build_request_sensor(settings: Settings) -> SensorDefinition:
     return retrain_requests
 
 
-def build_schedules(settings: Settings) -> list[ScheduleDefinition]:
-    cron = settings.automation.weekly_retrain_cron
-    if not cron:
-        return []
-    return [ScheduleDefinition(
-        name="weekly_full_retrain", job=training_job, cron_schedule=cron,
-        execution_timezone=settings.automation.timezone,
-        default_status=DefaultScheduleStatus.RUNNING if settings.automation.sensors_running
-        else DefaultScheduleStatus.STOPPED,
-        tags={REASON_TAG: "weekly full retrain", "trending/trigger": "schedule"},
-        description="The whole training graph on every accepted batch, whatever arrived.")]
-
-
 def triggers_uri(settings: Settings) -> str:
     default = f"{settings.storage.root.rstrip('/')}/triggers"
     return settings.automation.retrain_requests.uri or default
@@ -332,11 +318,12 @@ def main(argv: list[str] | None = None) -> int:
                         help='hyperparameters as JSON, e.g. \'{"xgboost": {"max_depth": 6}}\'')
     submit.add_argument("--data-version", help="reuse this (current) training data version")
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    return exit_on_config_error(lambda: submit_request(args))
+
+
+def submit_request(args: argparse.Namespace) -> int:
+    """Write the request `submit` describes, after checking it as the sensor will."""
+    settings = load_settings()
     body = {"reason": args.reason, "requested_by": args.requested_by,
             "overrides": args.overrides}
     if args.family:

@@ -17,11 +17,8 @@ from resources.storage import ArtifactStoreResource
 from trending_assets.automation.alerts import build_alert_sensors
 from trending_assets.automation.conditions import automate, build_automation_sensor
 from trending_assets.automation.landing import build_landing_sensor
-from trending_assets.automation.requests import (
-    build_request_sensor,
-    build_schedules,
-    triggers_uri,
-)
+from trending_assets.automation.requests import build_request_sensor, triggers_uri
+from trending_assets.automation.schedules import build_schedules
 from trending_assets.settings import Settings
 
 

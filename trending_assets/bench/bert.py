@@ -49,6 +49,7 @@ from transformers import BertConfig, BertModel
 from trending_assets.ml.bert import MeanPoolClassifier
 from trending_assets.ml.bert_data import TokenTable
 from trending_assets.ml.bert_loop import LoopSettings, Workers, default_device, fit
+from trending_assets.ml.markdown import md_table
 
 NUM_LABELS = 20
 VOCAB = 30522
@@ -276,12 +277,11 @@ def ratios(rows: list[Row]) -> dict[str, float]:
 
 
 def table_text(rows: list[Row]) -> str:
-    lines = ["| model | data | way | batch | precision | samples/s | useful TFLOP/s "
-             "| real tokens/sample |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.model} | {r.length} | {r.way} | {r.batch_size} | {r.precision} | "
-              f"{r.samples_per_s:,.1f} | {r.useful_tflops:.3f} | {r.mean_tokens:.1f} |"
-              for r in rows]
-    return "\n".join(lines)
+    return "\n".join(md_table(
+        ("model", "data", "way", "batch", "precision", "samples/s", "useful TFLOP/s",
+         "real tokens/sample"),
+        [(r.model, r.length, r.way, r.batch_size, r.precision, f"{r.samples_per_s:,.1f}",
+          f"{r.useful_tflops:.3f}", f"{r.mean_tokens:.1f}") for r in rows]))
 
 
 def main(argv: list[str] | None = None) -> None:

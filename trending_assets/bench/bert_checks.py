@@ -101,6 +101,7 @@ from trending_assets.ml.bert_loop import (
     start_workers,
     stop_workers,
 )
+from trending_assets.ml.markdown import md_table
 
 CHECKS = ("precision", "resume", "metrics", "data_parallel")
 MODULE = "trending_assets.bench.bert_checks"  # what torchrun starts as a worker
@@ -418,10 +419,11 @@ def figure_text(figure: float | None) -> str:
 
 
 def table_text(rows: Sequence[Row]) -> str:
-    lines = ["| check | device | passed | figure | detail |", "|---|---|---|---|---|"]
-    lines += [f"| {r.check} | {r.device} | {'PASS' if r.passed else 'FAIL'} | "
-              f"{figure_text(r.figure)} | {r.detail} |" for r in rows]
-    return "\n".join(lines)
+    # A detail can hold a subprocess's output (pipes, brackets): md_table escapes it.
+    return "\n".join(md_table(
+        ("check", "device", "passed", "figure", "detail"),
+        [(r.check, r.device, "PASS" if r.passed else "FAIL", figure_text(r.figure), r.detail)
+         for r in rows]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

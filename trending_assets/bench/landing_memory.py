@@ -30,7 +30,7 @@ _CHILD = """
 import json, resource, sys
 from resources.landing_reader import read_bounded
 from resources.storage import LocalArtifactStore
-from trending_assets.ml.dataset import load_landing_file
+from trending_assets.ml.landing_file import load_landing_file
 from trending_assets.settings import load_settings
 folder, name = sys.argv[1], sys.argv[2]
 out = {}

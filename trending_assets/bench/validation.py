@@ -123,7 +123,7 @@ def worker(phase: str, rows: int, repeat: int) -> dict[str, Any]:
     out: dict[str, Any] = {"phase": phase, "rows": len(table)}
     if phase == "checks":
         from trending_assets.checks import data_quality
-        from trending_assets.checks.gx_suites import warm_up
+        from trending_assets.checks.gx_runtime import warm_up
         from trending_assets.ml.drift import profile_table
 
         previous, _, _ = build_training_table([synthetic_titles(real, rows, 2)], taxonomy)

@@ -64,7 +64,8 @@ import numpy as np
 import scipy.sparse as sp
 import xgboost as xgb
 
-from trending_assets.ml.dataset import TitleSplits, assign_splits, build_training_table, read_titles
+from trending_assets.ml.dataset import TitleSplits, assign_splits, build_training_table
+from trending_assets.ml.landing_file import read_titles
 from trending_assets.ml.linear import LinearGenreModel, LinearParams
 from trending_assets.ml.report import evaluate
 from trending_assets.ml.taxonomy import Taxonomy

@@ -18,13 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from trending_assets.checks.gx_suites import (
-    BatchLimits,
-    ExpectationOutcome,
-    SuiteOutcome,
-    validate_landing_batch,
-)
-from trending_assets.ml.dataset import LandingLoad, accepted_table, load_landing_file
+from trending_assets.checks.batch_suite import BatchLimits, validate_landing_batch
+from trending_assets.checks.outcomes import ExpectationOutcome, SuiteOutcome
+from trending_assets.ml.landing_file import LandingLoad, accepted_table, load_landing_file
 from trending_assets.ml.limits import LandingLimits
 from trending_assets.ml.taxonomy import Taxonomy
 

@@ -20,6 +20,7 @@ import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetCheckSpec,
     AssetKey,
     DagsterEventType,
     DagsterInstance,
@@ -27,12 +28,9 @@ from dagster import (
 )
 
 from trending_assets.checks.batch_quality import BatchAssessment
-from trending_assets.checks.gx_suites import (
-    BatchLimits,
-    SuiteOutcome,
-    TrainingLimits,
-    validate_training_table,
-)
+from trending_assets.checks.batch_suite import BatchLimits
+from trending_assets.checks.outcomes import SuiteOutcome, plural
+from trending_assets.checks.training_suite import TrainingLimits, validate_training_table
 from trending_assets.ml import drift
 from trending_assets.ml.dataset import TrainingTableStats
 from trending_assets.ml.markdown import md_bullets, md_table
@@ -44,6 +42,25 @@ QUALITY_CHECK = "training_data_quality"
 DRIFT_CHECK = "training_data_drift"
 DRIFT_METRICS = ("genre_psi", "length_psi", "vocabulary_novelty")
 TRAINING_DATA = AssetKey("training_data")
+
+
+def batch_check_spec() -> AssetCheckSpec:
+    """The batch suite as raw_titles declares it."""
+    return AssetCheckSpec(
+        BATCH_CHECK, asset="raw_titles", blocking=False,
+        description="Great Expectations suite on one landing batch; a failing batch is "
+                    "quarantined (not blocking: good batches must never wait for a bad one)")
+
+
+def training_data_check_specs() -> list[AssetCheckSpec]:
+    """The blocking gates as training_data declares them: the suite and drift."""
+    return [
+        AssetCheckSpec(QUALITY_CHECK, asset=TRAINING_DATA, blocking=True,
+                       description="Great Expectations suite on the training table"),
+        AssetCheckSpec(DRIFT_CHECK, asset=TRAINING_DATA, blocking=True,
+                       description="Drift against the last accepted training data: WARN above "
+                                   "the warn levels, blocking ERROR above the error levels"),
+    ]
 
 
 class TrainingDataBlocked(RuntimeError):
@@ -197,11 +214,7 @@ def batch_contributions(quality: SuiteOutcome, batches: Sequence[tuple[str, pd.D
 
 
 def _named(contributions: list[tuple[str, int]]) -> str:
-    return ", ".join(f"{batch} ({_plural_rows(n)})" for batch, n in contributions)
-
-
-def _plural_rows(n: int) -> str:
-    return f"{n} row" + ("" if n == 1 else "s")
+    return ", ".join(f"{batch} ({plural(n, 'row')})" for batch, n in contributions)
 
 
 # --------------------------------------------------------------------------------------

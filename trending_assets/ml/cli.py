@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from trending_assets.ml.dataset import TitleSplits, assign_splits, build_training_table, read_titles
+from trending_assets.ml.dataset import TitleSplits, assign_splits, build_training_table
+from trending_assets.ml.landing_file import read_titles
 from trending_assets.ml.report import EvaluationResult, evaluate_on_splits
 from trending_assets.ml.taxonomy import Taxonomy
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trending_assets.ml.markdown import md_cell
+from trending_assets.ml.markdown import md_cell, md_table, md_text, md_value, numbers_right
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 # Criteria on the candidate alone (the value gate); "change" compares it with the champion.
@@ -344,22 +344,12 @@ def decide(model: str, family: str, candidate: Mapping[str, Any], gate: Any,
 # --- presentation -----------------------------------------------------------------------
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return md_cell(value)
-
-
 def criteria_markdown(criteria: Sequence[Mapping[str, Any]]) -> list[str]:
-    lines = ["| criterion | observed | threshold | result | reason |",
-             "|---|---:|---|---|---|"]
-    for c in criteria:
-        mark = {"pass": "pass", "fail": "**FAIL**", "skipped": "skipped"}[c["outcome"]]
-        lines.append(f"| {_cell(c['name'])} | {_cell(c['observed'])} | {_cell(c['threshold'])} "
-                     f"| {mark} | {_cell(c['reason'])} |")
-    return lines
+    marks = {"pass": "pass", "fail": "**FAIL**", "skipped": "skipped"}
+    return md_table(("criterion", "observed", "threshold", "result", "reason"),
+                    [(c["name"], md_value(c["observed"]), md_value(c["threshold"]),
+                      marks[c["outcome"]], md_value(c["reason"])) for c in criteria],
+                    ("---", "---:", "---", "---", "---"))
 
 
 def blessing_markdown(blessing: Mapping[str, Any]) -> str:
@@ -367,10 +357,10 @@ def blessing_markdown(blessing: Mapping[str, Any]) -> str:
     lines = [f"# Blessing: {blessing['model']}", "",
              f"**Decision: {blessing['decision'].upper()}**"
              + (f" -> aliases {', '.join(blessing['aliases'])}" if blessing["aliases"] else ""),
-             "", blessing["summary"], ""]
+             "", md_text(blessing["summary"]), ""]
     if blessing.get("override"):
         o = blessing["override"]
-        lines += [f"Override: forced by **{_cell(o['author'])}**: {_cell(o['reason'])}"
+        lines += [f"Override: forced by **{md_cell(o['author'])}**: {md_cell(o['reason'])}"
                   + ("" if o["used"] else " (not needed: every criterion passed)"), ""]
     lines += ["## Criteria", "", *criteria_markdown(blessing["criteria"]), ""]
     champion = blessing.get("champion")
@@ -383,10 +373,10 @@ def blessing_markdown(blessing: Mapping[str, Any]) -> str:
                   + (f" It does not predict {', '.join(champion['missing_genres'])} (new "
                      "since it was trained): those count as F1 0 for it."
                      if champion.get("missing_genres") else ""), ""]
-    lines += ["| metric | candidate | champion | change |", "|---|---:|---:|---:|"]
     candidate = blessing["candidate"]
     scopes = [("", candidate["overall"])] + [(f"{s}/", m) for s, m in
                                              sorted(candidate["slices"].items())]
+    rows = []
     for prefix, values in scopes:
         for metric in ("macro_f1", "micro_f1"):
             if metric not in values:
@@ -394,8 +384,9 @@ def blessing_markdown(blessing: Mapping[str, Any]) -> str:
             ours = float(values[metric])
             theirs = None if champion is None else metric_value(champion["metrics"],
                                                                  prefix + metric)
-            change = "-" if theirs is None else f"{ours - theirs:+.3f}"
-            lines.append(f"| {_cell(prefix + metric)} | {ours:.3f} | {_cell(theirs)} "
-                         f"| {change} |")
-    lines.append("")
+            change = None if theirs is None else ours - theirs
+            rows.append((prefix + metric, md_value(ours), md_value(theirs),
+                         md_value(change, signed=True)))
+    lines += [*md_table(("metric", "candidate", "champion", "change"), rows,
+                        numbers_right(4)), ""]
     return "\n".join(lines)

@@ -54,6 +54,22 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[object]],
             *("| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows)]
 
 
+def md_value(value: object, signed: bool = False) -> str:
+    """How a report shows a value in a table: a dash for nothing, a float to 3 decimals
+    (`signed`: with its sign, for differences), anything else as its text. Not escaped:
+    `md_table` escapes every cell."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:+.3f}" if signed else f"{value:.3f}"
+    return str(value)
+
+
+def numbers_right(columns: int) -> list[str]:
+    """`md_table`'s `align` for a name column followed by number columns."""
+    return ["---"] + ["---:"] * (columns - 1)
+
+
 def md_bullets(items: Iterable[object], empty: str = "none") -> str:
     """One bullet per item (each through `md_text`), or `empty` when there are none."""
     lines = [f"- {md_text(item)}" for item in items]

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from trending_assets.ml.gate import criteria_markdown
-from trending_assets.ml.markdown import md_table
+from trending_assets.ml.markdown import md_table, md_text, md_value, numbers_right
 
 CARD_SCHEMA = "trending-now/model-card/v1"
 
@@ -82,9 +82,8 @@ def derived_limitations(evaluation: Any, gate: Mapping[str, Any]) -> list[str]:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     """Names left, numbers right, floats to 3 decimals."""
-    return md_table(header, [[f"{v:.3f}" if isinstance(v, float) else v for v in row]
-                             for row in rows],
-                    align=["---"] + ["---:"] * (len(header) - 1))
+    return md_table(header, [[md_value(v) for v in row] for row in rows],
+                    numbers_right(len(header)))
 
 
 def model_card_markdown(card: Mapping[str, Any]) -> str:
@@ -94,7 +93,7 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
     lines = [f"# Model card: {card['model']} v{card['version']}", "",
              f"Family: {card['family']}. Decision: **{decision['decision']}**"
              + (f" (aliases: {', '.join(decision['aliases'])})" if decision["aliases"] else "")
-             + ".", "", decision["summary"], "",
+             + ".", "", md_text(decision["summary"]), "",
              "## Intended use", "", card["intended_use"], "",
              "## Data", "",
              f"- data version (content hash of the split table): `{data.get('data_version')}`",

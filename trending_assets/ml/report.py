@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from trending_assets.ml.dataset import OOD_SPLIT, TitleSplits
-from trending_assets.ml.markdown import md_cell
+from trending_assets.ml.markdown import md_cell, md_table, md_value, numbers_right
 from trending_assets.ml.metrics import apply_thresholds, choose_thresholds, multilabel_metrics
 
 METRICS_FILE = "metrics.json"
@@ -71,28 +71,22 @@ class EvaluationResult:
         lines.append("")
         if self.baseline is not None:
             name = md_cell(str(self.baseline.get("model_name", "baseline")))
-            lines += [
-                f"## Versus baseline `{name}`",
-                "",
-                "| metric | this model | baseline | delta |",
-                "|---|---:|---:|---:|",
-            ]
-            for key, label in (("macro_f1", "macro F1"), ("micro_f1", "micro F1")):
-                ours, theirs = float(self.overall[key]), float(self.baseline[key])
-                lines.append(f"| {label} | {ours:.3f} | {theirs:.3f} | {ours - theirs:+.3f} |")
-            lines.append("")
+            deltas = [(label, float(self.overall[key]), float(self.baseline[key]))
+                      for key, label in (("macro_f1", "macro F1"), ("micro_f1", "micro F1"))]
+            lines += [f"## Versus baseline `{name}`", "", *md_table(
+                ("metric", "this model", "baseline", "delta"),
+                [(label, md_value(ours), md_value(theirs), md_value(ours - theirs, signed=True))
+                 for label, ours, theirs in deltas], numbers_right(4)), ""]
         if self.slices:
             lines += ["## Slices (test)", ""]
             lines += _summary_table("slice", list(self.slices.items()))
             lines.append("")
         rows = self.per_genre_rows()
         columns = list(rows[0]) if rows else []
-        lines += ["## Per genre (test)", "",
-                  "| " + " | ".join(c.replace("_", " ") for c in columns) + " |",
-                  "|---|" + "---:|" * (len(columns) - 1)]
-        for row in rows:
-            lines.append("| " + " | ".join(_format(row[c], signed=c.startswith("delta"))
-                                           for c in columns) + " |")
+        lines += ["## Per genre (test)", "", *md_table(
+            [c.replace("_", " ") for c in columns],
+            [[md_value(row[c], signed=c.startswith("delta")) for c in columns] for row in rows],
+            numbers_right(len(columns)))]
         lines += [
             "",
             "Thresholds were chosen per genre on validation (F1-maximising, grid 0.05-0.95) "
@@ -101,16 +95,11 @@ class EvaluationResult:
         ]
         confusions = self.top_confusions()
         if confusions:
-            lines += [
-                "## Most confused genres (test)",
-                "",
-                "| rank | tagged | predicted as | titles | share of tagged |",
-                "|---:|---|---|---:|---:|",
-            ]
-            for rank, c in enumerate(confusions, start=1):
-                lines.append(f"| {rank} | {md_cell(c['tagged'])} | {md_cell(c['predicted'])} "
-                             f"| {c['titles']} | {c['share']:.3f} |")
-            lines.append("")
+            lines += ["## Most confused genres (test)", "", *md_table(
+                ("rank", "tagged", "predicted as", "titles", "share of tagged"),
+                [(rank, c["tagged"], c["predicted"], c["titles"], md_value(c["share"]))
+                 for rank, c in enumerate(confusions, start=1)],
+                ("---:", "---", "---", "---:", "---:")), ""]
         return "\n".join(lines)
 
     def per_genre_rows(self) -> list[dict[str, Any]]:
@@ -299,30 +288,15 @@ def _pr_curve(y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _format(value: Any, signed: bool = False) -> str:
-    """A markdown table cell: floats to 3 decimals, a missing number as a dash."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:+.3f}" if signed else f"{value:.3f}"
-    return md_cell(value)
-
-
 def _by_support(per_genre: Mapping[str, Mapping[str, Any]], genres: Sequence[str]) -> list[str]:
     return sorted(genres, key=lambda g: (-per_genre[g]["support"], g))
 
 
 def _summary_table(first: str, rows: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
-    lines = [
-        f"| {first} | n | macro F1 | micro F1 | micro precision | micro recall |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for name, m in rows:
-        lines.append(
-            f"| {md_cell(name)} | {m['samples']} | {m['macro_f1']:.3f} | {m['micro_f1']:.3f} "
-            f"| {m['micro_precision']:.3f} | {m['micro_recall']:.3f} |"
-        )
-    return lines
+    columns = ("samples", "macro_f1", "micro_f1", "micro_precision", "micro_recall")
+    return md_table((first, "n", "macro F1", "micro F1", "micro precision", "micro recall"),
+                    [(name, *(md_value(m[c]) for c in columns)) for name, m in rows],
+                    numbers_right(6))
 
 
 def _new_figure(width: float, height: float):

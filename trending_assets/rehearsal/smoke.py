@@ -21,7 +21,8 @@ import pandas as pd
 from resources.registry import ModelRegistry
 from resources.storage import ArtifactStoreResource, artifact_root
 from trending_assets import cli
-from trending_assets.settings import ConfigError, Settings, load_settings
+from trending_assets.exits import exit_on_config_error
+from trending_assets.settings import Settings, load_settings
 
 REGISTERED_FAMILIES = ("xgboost", "bert")
 
@@ -55,14 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--titles", type=int, default=1000, help="sample size (default 1000)")
     parser.add_argument("--name", default="smoke.csv", help="landing file name")
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    return exit_on_config_error(lambda: smoke(args.titles, args.name))
+
+
+def smoke(titles: int, name: str) -> int:
+    """Put the sample, run `cli run`, and check that every registered family got a version."""
+    settings = load_settings()
     registry = ModelRegistry(artifact_root(settings.storage))
     before = registry_versions(registry)
-    print(f"landing file: {put_sample(settings, args.titles, args.name)}", flush=True)
+    print(f"landing file: {put_sample(settings, titles, name)}", flush=True)
     status = cli.main(["run"])
     after = registry_versions(registry)
     made = {model: sorted(set(after[model]) - set(before[model])) for model in after}
