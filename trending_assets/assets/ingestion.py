@@ -179,9 +179,7 @@ def _drift_baseline(store: ArtifactStore, config: Settings, taxonomy: Taxonomy,
 def _left_out_table(dropped: dict[str, str]) -> str:
     if not dropped:
         return "none"
-    lines = ["| file | why |", "| --- | --- |"]
-    lines += [f"| {name} | {why.replace('|', '/')} |" for name, why in sorted(dropped.items())]
-    return "\n".join(lines)
+    return "\n".join(md_table(("file", "why"), sorted(dropped.items())))
 
 
 def _quarantine_table(records: dict[str, dict[str, Any]], stored: set[str]) -> str:
