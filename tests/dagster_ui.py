@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,12 +124,14 @@ class DagsterUI:
                            f"webserver log: {self.log}")
 
 
-def write_landing(landing: Path, netflix: pd.DataFrame) -> None:
-    """A good batch of 600 real titles and a batch whose every `kind` is unknown."""
+def write_landing(landing: Path, netflix: pd.DataFrame) -> list[str]:
+    """A good batch of 600 real titles and a batch whose every `kind` is unknown; their
+    names in the order to ingest them."""
     landing.mkdir(parents=True, exist_ok=True)
     netflix.sample(600, random_state=1).to_csv(landing / GOOD_BATCH, index=False)
     netflix.sample(60, random_state=2).assign(kind="podcast").to_csv(
         landing / BAD_BATCH, index=False)
+    return [GOOD_BATCH, BAD_BATCH]
 
 
 def _wait_until_loaded(ui: DagsterUI, process: subprocess.Popen) -> None:
@@ -183,25 +185,36 @@ def running_webserver(home: Path, config_dir: Path, root: Path,
                 process.wait()
 
 
-def ingest_in_process(home: Path, config_dir: Path, names: list[str]) -> None:
+def ingest_in_process(home: Path, config_dir: Path, names: list[str],
+                      then: Sequence[str] = ()) -> None:
     """Ingest landing files (raw_titles partitions already added) in this process
-    (quicker than a run subprocess each); the webserver shows these runs like any other."""
+    (quicker than a run subprocess each), then materialize the assets `then` names (their
+    checks may fail); the webserver shows these runs like any other."""
+    from dagster import AssetKey
+
     from trending_assets.definitions import build_definitions
     from trending_assets.settings import load_settings
 
-    job = build_definitions(load_settings("local", config_dir)).resolve_job_def(
-        "ingest_landing_file")
+    defs = build_definitions(load_settings("local", config_dir))
+    job = defs.resolve_job_def("ingest_landing_file")
     with DagsterInstance.from_config(str(home)) as instance:
         for name in names:
             assert job.execute_in_process(instance=instance, partition_key=name).success, name
+        if then:
+            defs.resolve_implicit_global_asset_job_def().execute_in_process(
+                instance=instance, asset_selection=[AssetKey(a) for a in then],
+                raise_on_error=False)
 
 
 @contextmanager
-def prepared_ui(base: Path, tiny_bert_dir: Path, netflix: pd.DataFrame) -> Iterator[DagsterUI]:
-    """Test configs (tiny BERT, small XGBoost), two landing files ingested as raw_titles
-    partitions (the second one quarantined by its batch check), and the webserver."""
+def prepared_ui(base: Path, tiny_bert_dir: Path, netflix: pd.DataFrame,
+                landing: Callable[[Path, pd.DataFrame], list[str]] = write_landing,
+                then: Sequence[str] = ()) -> Iterator[DagsterUI]:
+    """Test configs (tiny BERT, small XGBoost), the landing files `landing` writes ingested
+    as raw_titles partitions (by default two, the second one quarantined by its batch
+    check), the assets `then` names materialized, and the webserver."""
     root = base / "root"
-    write_landing(root / "landing", netflix)
+    names = landing(root / "landing", netflix)
     config_dir = write_test_configs(base / "configs", root, tiny_bert_dir)
     home = base / "dagster_home"
     home.mkdir(parents=True)
@@ -212,7 +225,7 @@ def prepared_ui(base: Path, tiny_bert_dir: Path, netflix: pd.DataFrame) -> Itera
     # Created before the server starts: two processes creating a new SQLite instance at
     # once can both stamp its schema version.
     with DagsterInstance.from_config(str(home)) as instance:
-        instance.add_dynamic_partitions("landing_files", [GOOD_BATCH, BAD_BATCH])
+        instance.add_dynamic_partitions("landing_files", names)
     with running_webserver(home, config_dir, root, while_loading=lambda: ingest_in_process(
-            home, config_dir, [GOOD_BATCH, BAD_BATCH])) as ui:
+            home, config_dir, names, then)) as ui:
         yield ui

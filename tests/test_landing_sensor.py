@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, SensorResult, build_sensor_context, instance_for_test
 
-from resources.storage import ArtifactStoreResource
-from trending_assets.assets.ingestion import landing_files
+from resources.storage import ArtifactStoreResource, LocalArtifactStore
+from trending_assets.assets.ingestion import landing_files, raw_titles
 from trending_assets.automation.landing import ETAG_TAG, build_landing_sensor
 from trending_assets.settings import LandingSensorSettings
+from trending_assets.skipped_files import SKIPPED_FILES
 
 from .test_storage_registry import s3_client  # noqa: F401  (the moto server fixture)
 
@@ -57,6 +58,8 @@ class Ticker:
         for request in result.dynamic_partitions_requests or []:
             self.instance.add_dynamic_partitions(request.partitions_def_name,
                                                  list(request.partition_keys))
+        for event in result.asset_events:  # as the daemon records them
+            self.instance.report_runless_asset_event(event)
         self.cursor = result.cursor
         return result
 
@@ -203,3 +206,75 @@ def test_the_cli_lists_hidden_local_files_with_the_reason(tmp_path: Path) -> Non
     skipped = skipped_landing_files(store)
     assert sorted(skipped) == [".b.csv", "sub/.partial/d.csv"]
     assert all(r.startswith("not ingested: a hidden name") for r in skipped.values())
+
+
+def skipped_on_raw_titles(instance: DagsterInstance) -> dict[str, str] | None:
+    """The `skipped_files` table of raw_titles' latest observation, as key -> reason."""
+    records = instance.fetch_observations(raw_titles.key, limit=1).records
+    if not records:
+        return None
+    table = records[0].asset_observation.metadata[SKIPPED_FILES]
+    assert [c.name for c in table.schema.columns] == ["key", "reason"]
+    return {r.data["key"]: r.data["reason"] for r in table.records}
+
+
+HIDDEN = ("not ingested: a hidden name (a part starting with '.') or a .tmp name is taken "
+          "for an upload in progress or an editor file; rename it to ingest it")
+
+
+def test_a_tick_lists_what_it_does_not_ingest_on_raw_titles(instance, s3_client, bucket):  # noqa: F811
+    ticker = s3_ticker(instance, s3_client, bucket)
+    day = today()
+    for name in ("a.csv", "sub/b.csv", ".c.csv", "sub/.partial/d.csv", "e.csv.tmp",
+                 "../up.csv"):
+        put(s3_client, bucket, f"{day}/{name}", name.encode())
+    first = ticker.tick()
+    assert sorted(requested(first)) == [f"{day}/a.csv", f"{day}/sub/b.csv"]  # nested: ingested
+    assert skipped_on_raw_titles(instance) == {
+        f"{day}/.c.csv": HIDDEN, f"{day}/sub/.partial/d.csv": HIDDEN, f"{day}/e.csv.tmp": HIDDEN,
+        f"{day}/../up.csv": "not ingested: the name is refused (it has a '..' segment (a "
+                            "parent folder)); upload it under a plain name"}
+    assert first.skip_reason is None  # it started runs
+
+    # Said once per content: a quiet tick records nothing new.
+    quiet = ticker.tick()
+    assert quiet.asset_events == [] and quiet.skip_reason is None
+
+    # Only a new hidden upload: no run, and the tick itself says why.
+    put(s3_client, bucket, f"{day}/.f.csv", b"f")
+    only_hidden = ticker.tick()
+    assert only_hidden.run_requests == []
+    assert only_hidden.skip_reason.skip_message == (
+        "no landing file to ingest; 1 not ingested (skipped_files on raw_titles lists them "
+        f"all): '{day}/.f.csv' {HIDDEN}")
+    assert skipped_on_raw_titles(instance) == {f"{day}/.f.csv": HIDDEN}
+
+
+def test_every_local_landing_file_is_ingested_or_listed(tmp_path: Path, tiny_bert_dir: Path,
+                                                        netflix) -> None:
+    """Top-level, nested, hidden and temporary files in a local landing folder: the nested
+    one is ingested, the others are listed with their reason by the sensor's tick and on
+    training_data; no file is in neither list."""
+    from .test_batches import DATA_ONLY, _setup
+    from .test_data_quality import _ingest, _train
+
+    root, settings, defs = _setup(tmp_path, tiny_bert_dir)
+    landing = root / "landing"
+    (landing / "sub" / ".partial").mkdir(parents=True)
+    names = ["a.csv", "sub/b.csv", ".c.csv", "sub/.partial/d.csv", "e.csv.tmp"]
+    for index, name in enumerate(names):
+        netflix.iloc[index * 300:(index + 1) * 300].to_csv(landing / name, index=False)
+    with instance_for_test() as instance:
+        ticker = Ticker(instance, ArtifactStoreResource(uri=str(landing)),
+                        LandingSensorSettings(layout="flat"))
+        ingested = sorted(requested(ticker.tick()))
+        assert ingested == ["a.csv", "sub/b.csv"]
+        skipped = {".c.csv": HIDDEN, "sub/.partial/d.csv": HIDDEN, "e.csv.tmp": HIDDEN}
+        assert skipped_on_raw_titles(instance) == skipped
+        _ingest(defs, instance, LocalArtifactStore(landing), ingested)
+        result = _train(settings, instance, selection=DATA_ONLY)
+        meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["batches"].value == ["a.csv", "sub/b.csv"]
+    listed = {r.data["key"]: r.data["reason"] for r in meta[SKIPPED_FILES].value.records}
+    assert listed == skipped
+    assert sorted([*meta["batches"].value, *listed]) == sorted(names)

@@ -52,6 +52,7 @@ from trending_assets.ml.drift import DriftProfile, profile_table
 from trending_assets.ml.markdown import md_bullets, md_table
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.settings import Settings, SettingsResource
+from trending_assets.skipped_files import SKIPPED_FILES, skipped_files_table, skipped_landing_files
 
 landing_files = DynamicPartitionsDefinition(name="landing_files")
 
@@ -204,9 +205,13 @@ def training_data(
     store = artifact_root(config.storage)
     quarantined = QuarantineStore(store).active()
     stored = stored_batches(context.instance, store, raw_titles)
-    dropped = left_out(stored, set(landing.open().list_keys()), RetiredBatches(store).active())
+    landing_store = landing.open()
+    dropped = left_out(stored, set(landing_store.list_keys()), RetiredBatches(store).active())
     for name, why in dropped.items():
         context.log.info(f"{name} leaves training: {why}")
+    skipped = skipped_landing_files(landing_store)
+    for key, why in skipped.items():
+        context.log.warning(f"landing object {key!r}: {why}")
     order = ingest_order(b for n, b in stored.items() if n not in dropped)
     context.log.info(f"training_data: merging {len(order)} accepted batch(es), "
                      f"{sum(len(raw_titles[k]) for k in order):,} rows; quality and drift checks")
@@ -228,6 +233,7 @@ def training_data(
         "batch_versions": MetadataValue.json({n: b.to_dict() for n, b in stored.items()}),
         "batches_left_out": MetadataValue.md(_left_out_table(dropped)),
         "quarantined_batches": MetadataValue.md(_quarantine_table(quarantined, set(raw_titles))),
+        SKIPPED_FILES: skipped_files_table(skipped),
         "genres": genres,
         "input_rows": stats.input_rows,
         "duplicate_ids_replaced": stats.duplicate_ids_replaced,

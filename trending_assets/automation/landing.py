@@ -35,36 +35,23 @@ from dagster import (
 )
 
 from resources.landing_reader import stored_sha256
-from resources.listing import ListedObject, ObjectLister, is_upload_leftover, lister_for
-from resources.safe_keys import unsafe_key_reason
+from resources.listing import ListedObject, ObjectLister, lister_for
 from resources.storage import ArtifactNotFoundError, ArtifactStore, ArtifactStoreResource
 from trending_assets.assets.ingestion import landing_files, raw_titles
 from trending_assets.automation.jobs import ingest_job
 from trending_assets.settings import LandingSensorSettings
+from trending_assets.skipped_files import (  # noqa: F401  (skipped_landing_files: the CLI's)
+    not_ingested_reason,
+    skipped_files_observation,
+    skipped_landing_files,
+)
 
 # --- the CLI's comparison (content hashes) -------------------------------------------------
-
-
-def not_ingested_reason(key: str) -> str | None:
-    """Why a listed landing object is not ingested, or None when it is."""
-    unsafe = unsafe_key_reason(key)
-    if unsafe is not None:
-        return f"not ingested: the name is refused ({unsafe}); upload it under a plain name"
-    if is_upload_leftover(key):
-        return ("not ingested: a hidden name (a part starting with '.') or a .tmp name is "
-                "taken for an upload in progress or an editor file; rename it to ingest it")
-    return None
 
 
 def landing_keys(store: ArtifactStore) -> list[str]:
     """Landing files in the store; hidden and temporary files are upload leftovers."""
     return [k for k in store.list_keys() if not_ingested_reason(k) is None]
-
-
-def skipped_landing_files(store: ArtifactStore) -> dict[str, str]:
-    """Objects in the landing area that are not ingested -> why (so none goes unmentioned)."""
-    return {o.key: reason for o in lister_for(store).list(leftovers=True)
-            if (reason := not_ingested_reason(o.key)) is not None}
 
 
 @dataclass(frozen=True)
@@ -107,6 +94,7 @@ def landing_changes(store: ArtifactStore, instance: DagsterInstance) -> list[Lan
 # --- the sensor ---------------------------------------------------------------------------
 
 ETAG_TAG = "trending/landing_etag"
+SKIPS_NAMED = 5  # in a tick's skip reason; the observation's table holds every one
 
 
 def listing_scopes(settings: LandingSensorSettings, now: datetime) -> list[str]:
@@ -213,8 +201,11 @@ def ingested_unchanged(instance: DagsterInstance, store: ArtifactStore, partitio
 
 
 def landing_run_requests(partitions: PartitionIndex, objects: Iterable[ListedObject],
-                         cursor: str | None) -> SensorResult:
-    objects = list(objects)
+                         cursor: str | None, skipped: dict[str, str] | None = None
+                         ) -> SensorResult:
+    """The tick's result; objects newly `skipped` (key -> why) are listed on an observation
+    of raw_titles, and in the skip reason of a tick that starts no run."""
+    objects, skipped = list(objects), skipped or {}
     added = [o.key for o in objects if o.key not in partitions]
     return SensorResult(
         run_requests=[RunRequest(run_key=f"{o.key}@{o.etag}", partition_key=o.key,
@@ -222,6 +213,11 @@ def landing_run_requests(partitions: PartitionIndex, objects: Iterable[ListedObj
                       for o in objects],
         dynamic_partitions_requests=[landing_files.build_add_request(added)] if added else [],
         cursor=cursor,
+        asset_events=[skipped_files_observation(raw_titles.key, skipped)] if skipped else [],
+        skip_reason=None if objects or not skipped else (
+            f"no landing file to ingest; {len(skipped)} not ingested (skipped_files on "
+            "raw_titles lists them all): " + "; ".join(
+                f"{k!r} {why}" for k, why in sorted(skipped.items())[:SKIPS_NAMED])),
     )
 
 
@@ -253,4 +249,4 @@ def landing_tick(instance: DagsterInstance, store: ArtifactStore,
     tick = plan_landing_tick(
         lister or lister_for(store), settings, LandingCursor.parse(cursor), datetime.now(UTC),
         lambda obj: ingested_unchanged(instance, store, partitions, obj))
-    return landing_run_requests(partitions, tick.new, tick.cursor.dump()), tick
+    return landing_run_requests(partitions, tick.new, tick.cursor.dump(), tick.skipped), tick

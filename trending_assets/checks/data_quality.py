@@ -7,7 +7,9 @@
   above the warn level (reported, nothing stops), ERROR above the error level (blocks).
 
 Every result carries metadata a person can read in the UI: which expectation, observed
-value, expected range, and sample offending rows.
+value, expected range, and sample offending rows. The UI renders a check's description as
+markdown too, and descriptions quote values and file names from landing files: they go
+through `md_text` like every other markdown built from outside text.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from trending_assets.checks.outcomes import SuiteOutcome, plural
 from trending_assets.checks.training_suite import TrainingLimits, validate_training_table
 from trending_assets.ml import drift
 from trending_assets.ml.dataset import TrainingTableStats
-from trending_assets.ml.markdown import md_bullets, md_table
+from trending_assets.ml.markdown import md_bullets, md_table, md_text
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.settings import Settings
 
@@ -268,7 +270,7 @@ def batch_quality_result(assessment: BatchAssessment,
         check_name=BATCH_CHECK,
         passed=passed,
         severity=AssetCheckSeverity.ERROR if assessment.quarantined else AssetCheckSeverity.WARN,
-        description=assessment.summary(),
+        description=md_text(assessment.summary()),
         metadata=metadata,
     )
 
@@ -283,7 +285,7 @@ def training_quality_result(
         check_name=QUALITY_CHECK,
         passed=outcome.success,
         severity=AssetCheckSeverity.ERROR,
-        description=(
+        description=md_text(
             "all expectations passed" if outcome.success else
             "failed: " + "; ".join(
                 f"{f.expectation} (observed {f.observed}, expected {f.expected}"
@@ -334,7 +336,7 @@ def drift_result(gates: TrainingGates,
         check_name=DRIFT_CHECK,
         passed=level == "ok",
         severity=AssetCheckSeverity.ERROR if level == "error" else AssetCheckSeverity.WARN,
-        description=description,
+        description=md_text(description),
         metadata={
             "baseline_version": str(gates.baseline_label),
             "level": level,

@@ -22,7 +22,8 @@ from collections.abc import Iterable, Sequence
 _INLINE = str.maketrans({c: "\\" + c for c in "\\`|[]"})
 # `<` before a letter, `/`, `!` or `?` opens an HTML element or an <autolink> (not in
 # "0.2 < 0.3"). Bare URLs become links in GitHub-flavoured markdown ("autolink literals");
-# an escaped character inside `scheme://` or `www.` stops that.
+# an escaped character inside `scheme://` or `www.` stops that on GitHub. The Dagster UI
+# links an address in text anyway, to itself and under its own text: never fetched.
 _ACTIVE = re.compile(r"(?i)<(?=[a-z/!?])|(?<=[a-z0-9]):(?=//)|(?<=\bwww)\.")
 # What opens a block at the start of a line: heading, quote, list item, thematic break or
 # setext underline, code fence, ordered list item ("1." or "1)" before a space: not "0.5").
