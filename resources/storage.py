@@ -13,17 +13,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import ClientError
 from dagster import ConfigurableResource
 from dagster_aws.s3 import S3Resource
 
 from trending_assets.ml.artifact import write_temp_beside
-
-if TYPE_CHECKING:
-    from trending_assets.settings import StorageSettings
-
 
 CHUNK_BYTES = 1 << 20
 
@@ -265,8 +261,3 @@ class ArtifactStoreResource(ConfigurableResource):
             return S3ArtifactStore(client, bucket, prefix)
         return LocalArtifactStore(self.uri)
 
-
-def artifact_root(storage: StorageSettings) -> ArtifactStore:
-    """The artifact root of the `storage:` settings: where the IO manager, the registry,
-    quarantine records and training checkpoints live."""
-    return ArtifactStoreResource(uri=storage.root, s3_endpoint_url=storage.s3_endpoint_url).open()

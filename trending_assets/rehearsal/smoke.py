@@ -19,9 +19,9 @@ from importlib import resources as package_files
 import pandas as pd
 
 from resources.registry import ModelRegistry
-from resources.storage import ArtifactStoreResource, artifact_root
 from trending_assets import cli
 from trending_assets.settings import ConfigError, Settings, load_settings
+from trending_assets.storage_resources import storage_resources
 
 REGISTERED_FAMILIES = ("xgboost", "bert")
 
@@ -37,8 +37,7 @@ def put_sample(settings: Settings, titles: int, name: str) -> str:
     with data.open("rb") as handle:
         sample = pd.read_csv(handle, compression="gzip", keep_default_na=False)
     sample = sample.sample(min(titles, len(sample)), random_state=0)
-    store = ArtifactStoreResource(uri=settings.storage.landing,
-                                  s3_endpoint_url=settings.storage.s3_endpoint_url).open()
+    store = storage_resources(settings).landing.open()
     key = landing_key(settings, name, datetime.now(UTC))
     store.put_bytes(key, sample.to_csv(index=False).encode())
     return store.uri_of(key)
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    registry = ModelRegistry(artifact_root(settings.storage))
+    registry = storage_resources(settings).registry.open()
     before = registry_versions(registry)
     print(f"landing file: {put_sample(settings, args.titles, args.name)}", flush=True)
     status = cli.main(["run"])
