@@ -18,6 +18,7 @@ import hashlib
 import json
 import tempfile
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -28,12 +29,15 @@ from dagster import (
     AssetKey,
     AssetRecordsFilter,
     ConfigurableIOManager,
+    ConfigurableResource,
     DagsterInstance,
     DagsterInvariantViolationError,
     EventLogRecord,
+    InitResourceContext,
     InputContext,
     OutputContext,
 )
+from pydantic import PrivateAttr
 
 from resources.storage import ArtifactNotFoundError, ArtifactStore, ArtifactStoreResource
 
@@ -181,6 +185,26 @@ def pinned_version(instance: DagsterInstance, run_id: str, asset_key: AssetKey,
                          record.run_id == run_id)
 
 
+def _stored_records(instance: DagsterInstance, asset_key: AssetKey,
+                    partition: str | None) -> Iterator[EventLogRecord]:
+    """Materialization records of `asset_key` (`partition`) that stored a version, newest
+    first. Records without `artifact_uri` stored nothing (a quarantined batch)."""
+    cursor = None
+    while True:
+        page = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=asset_key,
+                               asset_partitions=None if partition is None else [partition]),
+            limit=50, cursor=cursor, ascending=False)
+        for record in page.records:
+            metadata = record.asset_materialization.metadata if record.asset_materialization \
+                else {}
+            if "artifact_uri" in metadata:
+                yield record
+        if not page.has_more:
+            return
+        cursor = page.cursor
+
+
 def pinned_record(instance: DagsterInstance, run_id: str, asset_key: AssetKey,
                   partition: str | None = None) -> EventLogRecord | None:
     """The materialization record of the version of `asset_key` (`partition`) that run
@@ -192,38 +216,39 @@ def pinned_record(instance: DagsterInstance, run_id: str, asset_key: AssetKey,
     exactly one set of inputs however runs overlap. The records are the source rather than
     pins saved at a run's first step because they need no extra state, hold for every step
     of the run (the first one included) and for every executor, and say which run wrote each
-    version. Records without `artifact_uri` stored nothing (a quarantined batch) and are
-    skipped, so the version before them stays in use, as `current.json` does. None when the
-    instance has no stored version of the asset: the caller falls back to `current.json`.
-    ArtifactNotFoundError when all stored versions were written by other runs after this
-    one started: for this run the asset did not exist yet.
+    version. Records that stored nothing are skipped, so the version before them stays in
+    use, as `current.json` does. None when the instance has no stored version of the asset:
+    the caller falls back to `current.json`. ArtifactNotFoundError when all stored versions
+    were written by other runs after this one started: for this run the asset did not exist
+    yet.
     """
     started = run_start_timestamp(instance, run_id)
     if started is None:
         return None
-    cursor, later = None, None
-    while True:
-        page = instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=asset_key,
-                               asset_partitions=None if partition is None else [partition]),
-            limit=50, cursor=cursor, ascending=False)
-        for record in page.records:
-            metadata = record.asset_materialization.metadata if record.asset_materialization \
-                else {}
-            if "artifact_uri" not in metadata:
-                continue
-            if record.run_id == run_id or record.timestamp < started:
-                return record
-            later = record.run_id
-        if not page.has_more:
-            break
-        cursor = page.cursor
+    later = None
+    for record in _stored_records(instance, asset_key, partition):
+        if record.run_id == run_id or record.timestamp < started:
+            return record
+        later = record.run_id
     if later is None:
         return None
     where = asset_key.to_user_string() + ("" if partition is None else f"[{partition}]")
     raise ArtifactNotFoundError(
         f"{where}: the only stored versions were written after run {run_id} started (run "
         f"{later} and later); this run does not read them")
+
+
+def earlier_records(instance: DagsterInstance, run_id: str, asset_key: AssetKey,
+                    partition: str | None = None) -> Iterator[EventLogRecord]:
+    """The stored versions of `asset_key` (`partition`) written before run `run_id` started,
+    newest first: what the run may take as a previous version (pinned_record's rule,
+    without the run's own versions)."""
+    started = run_start_timestamp(instance, run_id)
+    if started is None:
+        return
+    for record in _stored_records(instance, asset_key, partition):
+        if record.run_id != run_id and record.timestamp < started:
+            yield record
 
 
 def _run_of(context: InputContext) -> tuple[DagsterInstance, str] | None:
@@ -294,3 +319,51 @@ class ArtifactIOManager(ConfigurableIOManager):
 def stored_base(asset_key_path: list[str], partition: str | None = None) -> str:
     """Where ArtifactIOManager keeps an asset's (partition's) versions and current.json."""
     return ArtifactIOManager._base(asset_key_path, partition)
+
+
+class StoredAssetsResource(ConfigurableResource):
+    """Read access to what ArtifactIOManager stored on the same artifact store: an asset's
+    current version, one version by id, and inside a run the versions that run may read
+    (`pinned_record`'s rule). Assets take earlier versions through this resource, never
+    from the store's layout, so the store they read moves with the resource."""
+
+    store: ArtifactStoreResource
+    _instance: DagsterInstance | None = PrivateAttr(None)
+    _run_id: str | None = PrivateAttr(None)
+    _opened: ArtifactStore | None = PrivateAttr(None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._instance = context.instance
+        self._run_id = None if context.run is None else context.run.run_id
+
+    def _store(self) -> ArtifactStore:
+        # One client for every read (S3: building a client costs more than a small read).
+        if self._opened is None:
+            self._opened = self.store.open()
+        return self._opened
+
+    def current_manifest(self, asset_key_path: list[str],
+                         partition: str | None = None) -> dict[str, Any] | None:
+        """The manifest of the newest stored version (`current.json`), or None."""
+        return read_current_manifest(self._store(), stored_base(asset_key_path, partition))
+
+    def read_version(self, asset_key_path: list[str], version: str, declared: Any,
+                     partition: str | None = None) -> tuple[Any, dict[str, Any]]:
+        """One stored version loaded as `declared`, every file's sha256 verified."""
+        return read_version_at(self._store(), stored_base(asset_key_path, partition),
+                               version, declared)
+
+    def _run(self) -> tuple[DagsterInstance, str]:
+        if self._instance is None or self._run_id is None:
+            raise RuntimeError("stored_assets: run-pinned versions are only known inside a run")
+        return self._instance, self._run_id
+
+    def pinned_record(self, asset_key: AssetKey,
+                      partition: str | None = None) -> EventLogRecord | None:
+        """The record of the version of `asset_key` this run reads (see pinned_record)."""
+        return pinned_record(*self._run(), asset_key, partition)
+
+    def earlier_records(self, asset_key: AssetKey,
+                        partition: str | None = None) -> Iterator[EventLogRecord]:
+        """Versions of `asset_key` written before this run started, newest first."""
+        return earlier_records(*self._run(), asset_key, partition)

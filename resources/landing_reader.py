@@ -9,19 +9,9 @@ changes) and no content: the reader quarantines it by its size alone.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from botocore.exceptions import ClientError
-
-from resources.storage import (
-    ArtifactNotFoundError,
-    ArtifactStore,
-    LocalArtifactStore,
-    S3ArtifactStore,
-)
-
-CHUNK_BYTES = 1 << 20
+from resources.storage import ArtifactStore
 
 
 @dataclass(frozen=True)
@@ -35,30 +25,10 @@ class BoundedRead:
         return len(self.data) == self.size
 
 
-def _chunks(store: ArtifactStore, key: str) -> Iterator[bytes]:
-    if isinstance(store, LocalArtifactStore):
-        try:
-            with store._path(key).open("rb") as handle:
-                while chunk := handle.read(CHUNK_BYTES):
-                    yield chunk
-        except FileNotFoundError as exc:
-            raise ArtifactNotFoundError(f"no artifact at {store.uri_of(key)}") from exc
-    elif isinstance(store, S3ArtifactStore):
-        try:
-            body = store.client.get_object(Bucket=store.bucket, Key=store._key(key))["Body"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
-                raise ArtifactNotFoundError(f"no artifact at {store.uri_of(key)}") from exc
-            raise
-        yield from body.iter_chunks(CHUNK_BYTES)
-    else:
-        yield store.get_bytes(key)
-
-
 def read_bounded(store: ArtifactStore, key: str, max_bytes: int) -> BoundedRead:
     """The file under `key`, its size and sha256; its content only up to `max_bytes`."""
     digest, kept, size = hashlib.sha256(), [], 0
-    for chunk in _chunks(store, key):
+    for chunk in store.iter_chunks(key):
         digest.update(chunk)
         size += len(chunk)
         if size <= max_bytes:

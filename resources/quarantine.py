@@ -3,9 +3,10 @@
 Layout under the artifact root:
     quarantine/<landing file name>.json          a batch that is quarantined now
     quarantine/.history/<name>.<time>.json       records that were cleared or replaced
-    data_quality/training_data/accepted.json     the training_data version the drift check
-                                                 compares with (the last one that passed)
+    data_quality/training_data/accepted.json     the newest training_data version that
+                                                 passed the gates
     data_quality/training_data/<version>/drift_profile.json
+    data_quality/training_data/<version>/accepted.json   that version passed the gates
 
 A landing file may sit in a folder, even one called `history`: archives go under
 `.history/`, a name no landing file can have (hidden names are never ingested), so every
@@ -23,15 +24,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from resources.storage import (
-    ArtifactNotFoundError,
-    ArtifactStore,
-    LocalArtifactStore,
-    S3ArtifactStore,
-)
+from resources.storage import ArtifactNotFoundError, ArtifactStore
 
 QUARANTINE_PREFIX = "quarantine/"
 HISTORY_PREFIX = "quarantine/.history/"
@@ -46,20 +41,6 @@ def _now() -> str:
 
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-
-
-def delete_key(store: ArtifactStore, key: str) -> None:
-    """Remove one object (the store interface has no delete; only these records need it)."""
-    if isinstance(store, LocalArtifactStore):
-        path = (Path(store.root) / key).resolve()
-        if not path.is_relative_to(Path(store.root).resolve()):
-            raise ValueError(f"key {key!r} points outside the store root {store.root}")
-        path.unlink(missing_ok=True)
-    elif isinstance(store, S3ArtifactStore):
-        full = f"{store.prefix}/{key}" if store.prefix else key
-        store.client.delete_object(Bucket=store.bucket, Key=full)
-    else:
-        raise TypeError(f"cannot delete from a {type(store).__name__}")
 
 
 def _read_json(store: ArtifactStore, key: str) -> dict[str, Any] | None:
@@ -132,7 +113,7 @@ class QuarantineStore:
         if old is None:
             return False
         self._archive(name, old, cleared_at=_now(), **why)
-        delete_key(self.store, self.key(name))
+        self.store.delete(self.key(name))
         return True
 
 
@@ -157,7 +138,22 @@ class TrainingDataBaseline:
     def save_profile(self, version: str, profile: dict[str, Any]) -> None:
         _write_json(self.store, self.profile_key(version), profile)
 
+    @staticmethod
+    def accepted_key(version: str) -> str:
+        return f"{TRAINING_BASELINE_PREFIX}{version}/accepted.json"
+
+    def is_accepted(self, version: str) -> bool:
+        """Whether `version` passed the gates (a record written before per-version marks
+        counts through `accepted.json`)."""
+        if self.store.exists(self.accepted_key(version)):
+            return True
+        legacy = self.accepted()
+        return legacy is not None and legacy.get("version") == version
+
     def accept(self, version: str, **info: Any) -> None:
-        """Make `version` the baseline (it passed the quality and drift gates)."""
-        _write_json(self.store, self.ACCEPTED, {"version": version, "accepted_at": _now(),
-                                                **info})
+        """Make `version` the baseline (it passed the quality and drift gates). The mark
+        beside its profile lets a run started earlier tell it apart from versions accepted
+        before it started; `accepted.json` names the newest one."""
+        record = {"version": version, "accepted_at": _now(), **info}
+        _write_json(self.store, self.accepted_key(version), record)
+        _write_json(self.store, self.ACCEPTED, record)

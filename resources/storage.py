@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import ClientError
 from dagster import ConfigurableResource
@@ -20,8 +21,7 @@ from dagster_aws.s3 import S3Resource
 
 from trending_assets.ml.artifact import write_temp_beside
 
-if TYPE_CHECKING:
-    from trending_assets.settings import StorageSettings
+CHUNK_BYTES = 1 << 20
 
 
 class ArtifactNotFoundError(FileNotFoundError):
@@ -69,6 +69,11 @@ class ArtifactStore(ABC):
         """Write the object under `key` to the local file `path`."""
         path.write_bytes(self.get_bytes(key))
 
+    def iter_chunks(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """The object under `key` as a stream of chunks; ArtifactNotFoundError (raised on
+        the first chunk) when there is none. This base reads it whole."""
+        yield self.get_bytes(key)
+
 
 class LocalArtifactStore(ArtifactStore):
     def __init__(self, root: str | Path) -> None:
@@ -80,7 +85,6 @@ class LocalArtifactStore(ArtifactStore):
         if not path.is_relative_to(self.root.resolve()):
             raise ValueError(f"artifact key {key!r} points outside the store root {self.root}")
         return path
-
 
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -100,6 +104,14 @@ class LocalArtifactStore(ArtifactStore):
     def get_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(f"no artifact at {self.uri_of(key)}") from exc
+
+    def iter_chunks(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        try:
+            with self._path(key).open("rb") as handle:
+                while chunk := handle.read(chunk_bytes):
+                    yield chunk
         except FileNotFoundError as exc:
             raise ArtifactNotFoundError(f"no artifact at {self.uri_of(key)}") from exc
 
@@ -149,13 +161,19 @@ class S3ArtifactStore(ArtifactStore):
                 return False
             raise
 
-    def get_bytes(self, key: str) -> bytes:
+    def _body(self, key: str) -> Any:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
                 raise ArtifactNotFoundError(f"no artifact at {self.uri_of(key)}") from exc
             raise
+
+    def get_bytes(self, key: str) -> bytes:
+        return self._body(key).read()
+
+    def iter_chunks(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        yield from self._body(key).iter_chunks(chunk_bytes)
 
     def download_file(self, key: str, path: Path) -> None:
         # boto3's managed transfer streams to disk in parallel parts: model weights are GBs.
@@ -211,6 +229,24 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+class ArtifactCheckpoints:
+    """The artifact store as checkpoint storage (ml.bert_checkpoint.CheckpointStorage),
+    under one prefix: the Dagster run id, so a retry of the same run resumes."""
+
+    def __init__(self, store: ArtifactStore, prefix: str) -> None:
+        self.store, self.prefix = store, prefix
+
+    @classmethod
+    def of_run(cls, store: ArtifactStore, family: str, run_id: str) -> ArtifactCheckpoints:
+        """Where the training step of `family` in run `run_id` keeps its checkpoints."""
+        return cls(store, f"checkpoints/{family}/{run_id}")
+
+    def write(self, name: str, data: bytes) -> None:
+        self.store.put_bytes(f"{self.prefix}/{name}", data)
+
+    def read(self, name: str) -> bytes:
+        return self.store.get_bytes(f"{self.prefix}/{name}")  # FileNotFoundError if absent
+
 
 class ArtifactStoreResource(ConfigurableResource):
     """The artifact root (or the landing area) as a Dagster resource."""
@@ -225,8 +261,3 @@ class ArtifactStoreResource(ConfigurableResource):
             return S3ArtifactStore(client, bucket, prefix)
         return LocalArtifactStore(self.uri)
 
-
-def artifact_root(storage: StorageSettings) -> ArtifactStore:
-    """The artifact root of the `storage:` settings: where the IO manager, the registry,
-    quarantine records and training checkpoints live."""
-    return ArtifactStoreResource(uri=storage.root, s3_endpoint_url=storage.s3_endpoint_url).open()

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from dagster import AssetSelection, instance_for_test
 
+from resources.io_manager import StoredAssetsResource
 from resources.retirement import RetiredBatches
 from resources.storage import ArtifactStoreResource, LocalArtifactStore
 from trending_assets.batches import StoredBatch, ingest_order, retire_command
@@ -136,11 +137,13 @@ def test_poison_batch_is_named_then_retired_then_removed(tmp_path, tiny_bert_dir
             quality.metadata["contributing_batches"].value)
 
         # Retired by command: the next run trains on the rest.
-        assert retire_command(instance, artifacts, "missing.csv", "typo", "ops") == 2
+        stored = StoredAssetsResource(store=ArtifactStoreResource(uri=str(root / "artifacts")))
+        retired = RetiredBatches(artifacts)
+        assert retire_command(instance, stored, retired, "missing.csv", "typo", "ops") == 2
         assert "'missing.csv' has no accepted batch to retire; accepted batches: good.csv, " \
                "poison.csv" in capsys.readouterr().err
-        assert retire_command(instance, artifacts, "poison.csv", "one synopsis for 60 titles",
-                              "data-team") == 0
+        assert retire_command(instance, stored, retired, "poison.csv",
+                              "one synopsis for 60 titles", "data-team") == 0
         assert "poison.csv retired" in capsys.readouterr().out
         trained = _train(settings, instance)
         assert trained.success

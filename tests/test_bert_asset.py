@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 from dagster import DagsterEventType, instance_for_test, materialize, mem_io_manager
 
+from resources.storage import ArtifactStoreResource
 from resources.tracking import WandbTracker
 from tests.conftest import splits_asset, title_splits, write_test_configs
 from trending_assets.assets.training import bert_model
@@ -53,6 +54,7 @@ def test_retry_resumes_from_the_run_checkpoint(tmp_path: Path, tiny_bert_dir: Pa
             [splits_asset(splits), bert_model], instance=instance, resources={
                 "io_manager": mem_io_manager,
                 "settings": SettingsResource(env="local", config_dir=str(config_dir)),
+                "artifacts": ArtifactStoreResource(uri=str(root / "artifacts")),
                 "tracker": PreemptedOnceTracker(mode="offline", dir=str(root / "wandb"),
                                                 marker=str(tmp_path / "preempted")),
             })

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from dagster import instance_for_test, materialize
 
+from resources.data_records import DataRecordsResource
 from resources.landing_reader import read_bounded
 from resources.quarantine import QuarantineStore
 from resources.storage import ArtifactStoreResource, LocalArtifactStore
@@ -129,7 +130,9 @@ def test_raw_titles_quarantines_a_bomb_with_the_limit_in_its_record(
         result = materialize(
             [raw_titles], partition_key="bomb.csv.gz", instance=instance,
             resources={"settings": SettingsResource(config_dir=str(config_dir)),
-                       "landing": ArtifactStoreResource(uri=str(root / "landing"))})
+                       "landing": ArtifactStoreResource(uri=str(root / "landing")),
+                       "data_records": DataRecordsResource(
+                           store=ArtifactStoreResource(uri=str(root / "artifacts")))})
     assert result.success
     record = QuarantineStore(LocalArtifactStore(root / "artifacts")).get("bomb.csv.gz")
     assert record is not None and record["limit_exceeded"] == "max_line_bytes"

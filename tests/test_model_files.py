@@ -20,7 +20,7 @@ from resources.model_files import (
     missing_model_files,
 )
 from resources.registry import ModelRegistry
-from resources.storage import LocalArtifactStore, S3ArtifactStore
+from resources.storage import ArtifactStoreResource, LocalArtifactStore, S3ArtifactStore
 from resources.tracking import WandbTracker
 from tests.conftest import splits_asset, title_splits, write_test_configs
 from trending_assets.assets.training import bert_model
@@ -175,6 +175,7 @@ def test_bert_model_trains_from_an_s3_model_path(
         result = materialize([splits_asset(splits), bert_model], instance=instance, resources={
             "io_manager": mem_io_manager,
             "settings": SettingsResource(env="local", config_dir=str(config_dir)),
+            "artifacts": ArtifactStoreResource(uri=str(root / "artifacts")),
             "tracker": WandbTracker(mode="offline", dir=str(root / "wandb")),
         })
     assert result.success

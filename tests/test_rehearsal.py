@@ -35,14 +35,13 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
 from dagster._daemon.sensor import execute_sensor_iteration
 
 from resources.io_manager import read_version, stored_base
-from resources.registry import ModelRegistry
-from resources.storage import artifact_root
 from trending_assets.ml.bert import BertGenreModel, BertParams, train_bert
 from trending_assets.ml.bert_checkpoint import MANIFEST
 from trending_assets.ml.dataset import TitleSplits
 from trending_assets.rehearsal import stack
 from trending_assets.rehearsal.kube import KubeStandIn, image_env
 from trending_assets.settings import REPO_ROOT, load_settings
+from trending_assets.storage_resources import storage_resources
 
 # Enough optimizer steps that the kill lands mid-training, after a checkpoint.
 BERT_OVERLAY = {"bert": {"epochs": 4, "checkpoint_every_steps": 5}}
@@ -138,7 +137,7 @@ def test_a_killed_bert_pod_is_retried_as_a_new_job_that_resumes(rehearsal):
     # The model the retry stored equals a run that was never interrupted, on the same
     # splits with the same parameters, within 1e-5 (CPU).
     settings = load_settings("staging", cluster.config_dir)
-    store = artifact_root(settings.storage)
+    store = storage_resources(settings).artifacts.open()
     splits, _ = read_version(store, stored_base(["data_splits"]), TitleSplits)
     stored, _ = read_version(store, stored_base(["bert_model"]), BertGenreModel)
     params = BertParams(**settings.bert.model_dump(exclude={"processes"}))
@@ -157,8 +156,7 @@ def test_a_killed_bert_pod_is_retried_as_a_new_job_that_resumes(rehearsal):
 
 def test_the_registry_in_s3_holds_the_versions(rehearsal):
     cluster, _, _ = rehearsal
-    registry = ModelRegistry(artifact_root(load_settings("staging", cluster.config_dir)
-                                           .storage))
+    registry = storage_resources(load_settings("staging", cluster.config_dir)).registry.open()
     for model in ("trending-now-xgboost", "trending-now-bert"):
         assert registry.versions(model) == [1]
         assert registry.aliases(model) == {"staging": 1, "production": 1}

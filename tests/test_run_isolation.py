@@ -22,6 +22,7 @@ from dagster import (
 )
 
 from resources.io_manager import ArtifactIOManager
+from resources.quarantine import TrainingDataBaseline
 from resources.registry import ModelRegistry
 from resources.storage import ArtifactStoreResource, LocalArtifactStore
 from trending_assets import settings as settings_module
@@ -262,3 +263,34 @@ def test_configuration_edited_during_a_run_does_not_reach_its_later_steps(pipeli
         snapshot = Path(settings.storage.root, "runs", result.run_id, "configuration.json")
         assert json.loads(snapshot.read_text())["settings"]["xgboost"]["learning_rate"] == \
             settings.xgboost.learning_rate
+
+
+def test_a_drift_baseline_accepted_after_the_run_started_is_not_its_baseline(pipeline_env):
+    settings = load_settings("local", pipeline_env["config_dir"])
+    baselines = TrainingDataBaseline(LocalArtifactStore(settings.storage.root))
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("landing_files", ["batch-001.csv"])
+        assert run_assets(instance, settings, ["raw_titles"], partition="batch-001.csv").success
+        first = run_assets(instance, settings, ["training_data"])
+        assert materialization(first, "training_data")["drift_baseline"] == \
+            "none (first accepted version)"
+        pause = Pause()
+        BEFORE_LOAD["raw_titles"] = [pause]
+        # Run A waits as its training_data step loads the batches...
+        join = in_thread(lambda: run_assets(instance, settings, ["training_data"], hooked=True))
+        assert pause.entered.wait(DEADLINE_S), "run A never reached training_data"
+        # ...while run B, started later, stores training_data and it is accepted.
+        b = run_assets(instance, settings, ["training_data"])
+        assert baselines.accepted()["version"] == b.run_id
+        pause.released.set()
+        a = join()
+        assert a.success and b.success
+        # A compares with what was accepted when it started, as B does.
+        for result in (a, b):
+            assert materialization(result, "training_data")["drift_baseline"] == \
+                f"{first.run_id} (last accepted)"
+        # A run started after both compares with the newest accepted before it: A's.
+        assert baselines.accepted()["version"] == a.run_id
+        later = run_assets(instance, settings, ["training_data"])
+        assert materialization(later, "training_data")["drift_baseline"] == \
+            f"{a.run_id} (last accepted)"

@@ -160,6 +160,16 @@ def test_download_file_writes_the_object(store: ArtifactStore, tmp_path: Path) -
         store.download_file("weights/missing.bin", tmp_path / "missing.bin")
 
 
+def test_iter_chunks_streams_the_object(store: ArtifactStore) -> None:
+    data = bytes(range(256)) * 10
+    store.put_bytes("landing/titles.csv", data)
+    chunks = list(store.iter_chunks("landing/titles.csv", chunk_bytes=1000))
+    assert [len(c) for c in chunks] == [1000, 1000, 560]
+    assert b"".join(chunks) == data
+    with pytest.raises(ArtifactNotFoundError, match=r"landing/missing\.csv"):
+        next(store.iter_chunks("landing/missing.csv"))
+
+
 @pytest.mark.parametrize("key", ["../x", "a/../../x", "/etc/passwd"])
 def test_local_store_refuses_keys_outside_root(tmp_path: Path, key: str) -> None:
     store = LocalArtifactStore(tmp_path / "root")

@@ -20,9 +20,8 @@ from typing import Any
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
-from resources.io_manager import read_current_manifest, stored_base
+from resources.io_manager import StoredAssetsResource
 from resources.retirement import RetiredBatches
-from resources.storage import ArtifactStore
 
 RAW_TITLES = AssetKey("raw_titles")
 
@@ -50,12 +49,12 @@ class StoredBatch:
         return asdict(self)
 
 
-def stored_batches(instance: DagsterInstance, store: ArtifactStore,
+def stored_batches(instance: DagsterInstance, stored: StoredAssetsResource,
                    names: Iterable[str]) -> dict[str, StoredBatch]:
     """Each partition's stored version with what its ingestion recorded about the file."""
     batches = {}
     for name in names:
-        manifest = read_current_manifest(store, stored_base(["raw_titles"], name)) or {}
+        manifest = stored.current_manifest(list(RAW_TITLES.path), name) or {}
         version = manifest.get("version")
         records = instance.fetch_materializations(
             AssetRecordsFilter(asset_key=RAW_TITLES, asset_partitions=[name]), limit=100).records
@@ -91,25 +90,25 @@ def left_out(batches: Mapping[str, StoredBatch], landing_keys: Collection[str],
     return why
 
 
-def retire_batch(instance: DagsterInstance, store: ArtifactStore, name: str, reason: str,
-                 by: str) -> str:
+def retire_batch(instance: DagsterInstance, stored: StoredAssetsResource,
+                 retired: RetiredBatches, name: str, reason: str, by: str) -> str:
     """Retire the stored content of landing file `name`; the record's URI."""
     known = instance.get_dynamic_partitions("landing_files")
-    batch = stored_batches(instance, store, [name])[name] if name in known else None
+    batch = stored_batches(instance, stored, [name])[name] if name in known else None
     if batch is None or batch.version is None or batch.content_sha256 is None:
-        accepted = [n for n, b in stored_batches(instance, store, known).items() if b.version]
+        accepted = [n for n, b in stored_batches(instance, stored, known).items() if b.version]
         raise BatchNotFound(
             f"{name!r} has no accepted batch to retire; accepted batches: "
             + (", ".join(sorted(accepted)) or "none"))
-    return RetiredBatches(store).retire(name, batch.content_sha256, reason, by)
+    return retired.retire(name, batch.content_sha256, reason, by)
 
 
-def retire_command(instance: DagsterInstance, store: ArtifactStore, name: str, reason: str,
-                   by: str) -> int:
+def retire_command(instance: DagsterInstance, stored: StoredAssetsResource,
+                   retired: RetiredBatches, name: str, reason: str, by: str) -> int:
     """`python -m trending_assets.cli retire <file>`: 0 when retired, 2 when there is no
     accepted batch of that name."""
     try:
-        uri = retire_batch(instance, store, name, reason, by)
+        uri = retire_batch(instance, stored, retired, name, reason, by)
     except BatchNotFound as exc:
         print(f"cannot retire: {exc}", file=sys.stderr)
         return 2

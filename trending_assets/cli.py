@@ -27,10 +27,7 @@ from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus,  # no public export; the UI's GraphQL layer uses it too
 )
 
-from resources.quarantine import QuarantineStore
-from resources.registry import ModelRegistry
 from resources.registry_audit import registry_command
-from resources.storage import artifact_root
 from trending_assets.assets.ingestion import landing_files
 from trending_assets.automation.jobs import training_job
 from trending_assets.automation.landing import (
@@ -47,6 +44,7 @@ from trending_assets.ml.reproduce import ReproductionError
 from trending_assets.retraining import current_fingerprint, decide_retrain
 from trending_assets.settings import ConfigError, Settings, dagster_home, load_settings
 from trending_assets.stale_runs import cli_process_tags, fail_dead_cli_runs
+from trending_assets.storage_resources import storage_resources
 
 SAMPLE_FILE = "netflix_titles_genres.csv.gz"
 FAMILIES = ("reference", "xgboost", "bert")
@@ -69,7 +67,7 @@ def _definitions() -> ModuleType:
 
 def seed_landing(settings: Settings, instance: DagsterInstance) -> str | None:
     """Place the bundled sample in an empty landing area on the very first run."""
-    store = _definitions().build_resources(settings)["landing"].open()
+    store = storage_resources(settings).landing.open()
     if (not settings.storage.seed_sample or landing_keys(store)
             or instance.get_dynamic_partitions(landing_files.name)):
         return None
@@ -89,8 +87,9 @@ class IngestOutcome:
 def ingest_new_files(settings: Settings, instance: DagsterInstance,
                      verbose: bool = False) -> IngestOutcome:
     """Materialize raw_titles for every new or re-uploaded (changed) landing file."""
-    store = _definitions().build_resources(settings)["landing"].open()
-    quarantine = QuarantineStore(artifact_root(settings.storage))
+    stores = storage_resources(settings)
+    store = stores.landing.open()
+    quarantine = stores.data_records.quarantine()
     outcome = IngestOutcome([], {}, [], skipped_landing_files(store))
     for change in landing_changes(store, instance):
         key = change.key
@@ -203,7 +202,8 @@ def run(force: bool, verbose: bool = False) -> int:
 
 def _run_locked(settings: Settings, force: bool, verbose: bool) -> int:
     instance = DagsterInstance.get()
-    for run_id in fail_dead_cli_runs(instance, artifact_root(settings.storage)):
+    stores = storage_resources(settings)
+    for run_id in fail_dead_cli_runs(instance, stores.artifacts.open()):
         print(f"run {run_id} was left STARTED by a `cli run` process that is gone: marked "
               "failed, its checkpoints discarded")
     seeded = seed_landing(settings, instance)
@@ -212,7 +212,7 @@ def _run_locked(settings: Settings, force: bool, verbose: bool) -> int:
     outcome = ingest_new_files(settings, instance, verbose)
     print(f"landing files ingested: {outcome.ingested or 'none new'}")
     if outcome.quarantined:
-        where = QuarantineStore(artifact_root(settings.storage)).uri("<file>")
+        where = stores.data_records.quarantine().uri("<file>")
         print(f"landing files quarantined, not trained on (records: {where}):")
         for key, reasons in outcome.quarantined.items():
             first = reasons[0].removeprefix(f"{key}: ") if reasons else "see its record"
@@ -305,16 +305,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         return reproduce(args.model, args.version)
     if args.command == "registry":
         settings = load_settings()
-        return registry_command(ModelRegistry(artifact_root(settings.storage)), args.action,
+        return registry_command(storage_resources(settings).registry.open(), args.action,
                                 timedelta(seconds=settings.registry.orphan_grace_seconds))
     if args.command == "retire":
-        return retire_command(DagsterInstance.get(), artifact_root(load_settings().storage),
-                              args.file, args.reason, args.by)
+        stores = storage_resources(load_settings())
+        return retire_command(DagsterInstance.get(), stores.stored_assets,
+                              stores.data_records.retired(), args.file, args.reason, args.by)
     if args.command == "complete-wandb-links":
         import wandb
 
         settings = load_settings()
-        registry = ModelRegistry(artifact_root(settings.storage))
+        registry = storage_resources(settings).registry.open()
         linked = complete_wandb_links(registry, wandb.Api(),
                                       args.entity or settings.tracking.entity)
         print(f"{len(linked)} pending link(s) completed")

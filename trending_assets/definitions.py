@@ -2,9 +2,6 @@
 
 from dagster import AssetsDefinition, Definitions, ExecutorDefinition, multiprocess_executor
 
-from resources.io_manager import ArtifactIOManager
-from resources.registry import ModelRegistryResource
-from resources.storage import ArtifactStoreResource
 from resources.tracking import WandbTracker
 from trending_assets.assets.evaluation import (
     bert_evaluation,
@@ -25,6 +22,7 @@ from trending_assets.automation.jobs import ingest_job, training_job, tuning_job
 from trending_assets.automation.wiring import automation_resources, build_automation
 from trending_assets.k8s import executor_config, step_op_tags
 from trending_assets.settings import Settings, SettingsResource, load_settings
+from trending_assets.storage_resources import storage_resources
 
 ASSETS = [
     raw_titles, training_data, data_splits, tfidf_features,
@@ -36,15 +34,11 @@ ASSETS = [
 
 def build_resources(settings: Settings, overrides: str = "{}") -> dict[str, object]:
     """Resources for the environment; `overrides` (JSON) adjusts settings, e.g. in tests."""
-    artifacts = ArtifactStoreResource(
-        uri=settings.storage.root, s3_endpoint_url=settings.storage.s3_endpoint_url)
+    stores = storage_resources(settings)  # io_manager, landing, registry, ...
     return {
         "settings": SettingsResource(env=settings.environment, config_dir=settings.config_dir,
-                                     overrides_json=overrides, snapshots=artifacts),
-        "io_manager": ArtifactIOManager(store=artifacts),
-        "landing": ArtifactStoreResource(
-            uri=settings.storage.landing, s3_endpoint_url=settings.storage.s3_endpoint_url),
-        "registry": ModelRegistryResource(store=artifacts),
+                                     overrides_json=overrides, snapshots=stores.artifacts),
+        **stores.by_key(),
         "tracker": WandbTracker(
             mode=settings.tracking.mode, project=settings.tracking.project,
             entity=settings.tracking.entity, dir=settings.tracking.dir),

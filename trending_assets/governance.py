@@ -22,7 +22,6 @@ from resources.io_manager import read_version_at
 from resources.model_files import local_model_folder
 from resources.notify import Alert
 from resources.registry import CHAMPION_ALIAS, ModelRegistry
-from resources.storage import artifact_root
 from resources.tracking import complete_link, registry_target
 from trending_assets.lineage import table_version
 from trending_assets.ml.dataset import TitleSplits
@@ -47,6 +46,7 @@ from trending_assets.ml.reproduce import (
     within,
 )
 from trending_assets.settings import GateSettings, Settings, load_taxonomy_config
+from trending_assets.storage_resources import storage_resources
 
 # The split table's asset; its stored versions live under assets/<name> (the manifest
 # names that key, so a version can be retrained on exactly its rows).
@@ -297,7 +297,7 @@ class Reproduction:
 def reproduce_version(settings: Settings, model: str, version: int) -> Reproduction:
     """Retrain a registered version from its manifest (same split table, configuration and
     seeds) and compare the new test metrics with the recorded ones."""
-    registry = ModelRegistry(artifact_root(settings.storage))
+    registry = storage_resources(settings).registry.open()
     if version not in registry.versions(model):
         known = {m: registry.versions(m) for m in registry.models()}
         raise ReproductionError(

@@ -12,8 +12,7 @@ import socket
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from resources.storage import ArtifactStore
-from trending_assets.assets.training import ArtifactCheckpoints
+from resources.storage import ArtifactCheckpoints, ArtifactStore
 from trending_assets.ml.bert_checkpoint import discard_checkpoints
 
 PID_TAG = "trending/cli_pid"
@@ -51,6 +50,6 @@ def fail_dead_cli_runs(instance: DagsterInstance, store: ArtifactStore) -> list[
         instance.report_run_failed(
             run, f"the `cli run` process (pid {pid}) that ran it is gone; marked failed by a "
                  "later `cli run`")
-        discard_checkpoints(ArtifactCheckpoints(store, f"checkpoints/bert/{run.run_id}"))
+        discard_checkpoints(ArtifactCheckpoints.of_run(store, "bert", run.run_id))
         ended.append(run.run_id)
     return ended

@@ -23,16 +23,10 @@ from dagster import (
     asset,
 )
 
-from resources.io_manager import read_current_manifest, read_version_at, stored_base
+from resources.data_records import DataRecordsResource, drift_baseline
+from resources.io_manager import StoredAssetsResource
 from resources.landing_reader import read_bounded
-from resources.quarantine import QuarantineStore, TrainingDataBaseline
-from resources.retirement import RetiredBatches
-from resources.storage import (
-    ArtifactNotFoundError,
-    ArtifactStore,
-    ArtifactStoreResource,
-    artifact_root,
-)
+from resources.storage import ArtifactNotFoundError, ArtifactStoreResource
 from trending_assets.assets import DATA_OWNERS
 from trending_assets.batches import ingest_order, left_out, stored_batches
 from trending_assets.checks.batch_quality import assess_batch
@@ -87,7 +81,8 @@ def _bullets(items: list[str]) -> MetadataValue:
                 "file. A batch that fails its suite is quarantined and stores nothing.",
 )
 def raw_titles(
-    context: AssetExecutionContext, settings: SettingsResource, landing: ArtifactStoreResource
+    context: AssetExecutionContext, settings: SettingsResource, landing: ArtifactStoreResource,
+    data_records: DataRecordsResource,
 ) -> Iterator[Output[Any] | AssetCheckResult]:
     name = context.partition_key
     config = settings.get()
@@ -103,7 +98,7 @@ def raw_titles(
     with measured() as figures:
         assessment = assess_batch(stored.data, name, taxonomy, batch_limits(config), read_limits,
                                   size_bytes=stored.size, sha256=stored.sha256)
-    quarantine = QuarantineStore(artifact_root(config.storage))
+    quarantine = data_records.quarantine()
     load = assessment.load
     common: dict[str, Any] = {
         "landing_file": landing_store.uri_of(name),
@@ -144,31 +139,24 @@ def raw_titles(
     yield batch_quality_result(assessment, record_uri)
 
 
-def _drift_baseline(store: ArtifactStore, config: Settings, taxonomy: Taxonomy,
+def _drift_baseline(stored: StoredAssetsResource, records: DataRecordsResource,
+                    config: Settings, taxonomy: Taxonomy,
                     log: Any) -> tuple[DriftProfile | None, str | None]:
-    """The profile of the last accepted training data, else of the version stored before
-    this run (this run has not written yet), else none."""
-    base = stored_base(["training_data"])
-    baselines = TrainingDataBaseline(store)
-    accepted = baselines.accepted()
-    if accepted is not None:
-        version, label = accepted["version"], f"{accepted['version']} (last accepted)"
-        stored = baselines.profile(version)
-        if stored is not None:
-            return DriftProfile.from_json(stored), label
-    else:
-        manifest = read_current_manifest(store, base)
-        if manifest is None:
-            return None, None
-        version = manifest["version"]
-        label = f"{version} (previous materialization, never accepted)"
+    """The profile of the training data this run compares with (resources/data_records.py:
+    the last accepted version stored before this run started), or none."""
+    baseline = drift_baseline(stored, records.baselines())
+    if baseline is None:
+        return None, None
+    if baseline.profile is not None:
+        return DriftProfile.from_json(baseline.profile), baseline.label
     try:
-        previous, _ = read_version_at(store, base, version, pd.DataFrame)
+        previous, _ = stored.read_version(["training_data"], baseline.version, pd.DataFrame)
     except Exception as exc:  # a baseline that cannot be read must not stop training
-        log.warning(f"drift baseline {version} cannot be read ({exc}); no drift comparison")
+        log.warning(f"drift baseline {baseline.version} cannot be read ({exc}); "
+                    "no drift comparison")
         return None, None
     sample_rows = config.data.drift.vocabulary_sample_rows
-    return profile_table(previous, sample_rows=sample_rows, taxonomy=taxonomy), label
+    return profile_table(previous, sample_rows=sample_rows, taxonomy=taxonomy), baseline.label
 
 
 def _left_out_table(dropped: dict[str, str]) -> str:
@@ -198,15 +186,15 @@ def _quarantine_table(records: dict[str, dict[str, Any]], stored: set[str]) -> s
 )
 def training_data(
     context: AssetExecutionContext, settings: SettingsResource, landing: ArtifactStoreResource,
+    data_records: DataRecordsResource, stored_assets: StoredAssetsResource,
     raw_titles: dict[str, pd.DataFrame],
 ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
     config = settings.get()
     taxonomy = Taxonomy.from_config(settings.taxonomy())
-    store = artifact_root(config.storage)
-    quarantined = QuarantineStore(store).active()
-    stored = stored_batches(context.instance, store, raw_titles)
+    quarantined = data_records.quarantine().active()
+    stored = stored_batches(context.instance, stored_assets, raw_titles)
     landing_store = landing.open()
-    dropped = left_out(stored, set(landing_store.list_keys()), RetiredBatches(store).active())
+    dropped = left_out(stored, set(landing_store.list_keys()), data_records.retired().active())
     for name, why in dropped.items():
         context.log.info(f"{name} leaves training: {why}")
     skipped = skipped_landing_files(landing_store)
@@ -217,13 +205,14 @@ def training_data(
                      f"{sum(len(raw_titles[k]) for k in order):,} rows; quality and drift checks")
     with measured() as figures:
         table, genres, stats = build_training_table([raw_titles[k] for k in order], taxonomy)
-        baseline, baseline_label = _drift_baseline(store, config, taxonomy, context.log)
+        baseline, baseline_label = _drift_baseline(stored_assets, data_records, config, taxonomy,
+                                                   context.log)
         gates = evaluate_training_gates(table, genres, stats, config, taxonomy, baseline,
                                         baseline_label)
         contributions = batch_contributions(gates.quality, [(k, raw_titles[k]) for k in order],
                                             table)
     run_id = context.run.run_id
-    baselines = TrainingDataBaseline(store)
+    baselines = data_records.baselines()
     baselines.save_profile(run_id, gates.profile.to_json())
     data_version = table_version(table)
     yield Output(table, metadata={

@@ -24,7 +24,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from resources.io_manager import pinned_record
+from resources.io_manager import StoredAssetsResource
 from resources.notify import NotifierResource
 from resources.registry import ModelRegistry, ModelRegistryResource
 from resources.tracking import WandbTracker
@@ -58,11 +58,12 @@ class PromotionConfig(Config):
     author: str = Field("", description="who takes the decision")
 
 
-def upstream_record(context: AssetExecutionContext, asset_name: str) -> dict[str, Any]:
+def upstream_record(context: AssetExecutionContext, stored_assets: StoredAssetsResource,
+                    asset_name: str) -> dict[str, Any]:
     """URI, content hash and W&B run of the stored upstream version this run consumed: the
     one the IO manager loaded for it (pinned_record), not whatever another run wrote last."""
     key = AssetKey(asset_name)
-    record = pinned_record(context.instance, context.run.run_id, key)
+    record = stored_assets.pinned_record(key)
     # None: no version of it was stored by the IO manager (a test's in-memory one, say).
     event = record.event_log_entry if record is not None else \
         context.instance.get_latest_materialization_event(key)
@@ -93,6 +94,7 @@ def registered_model_asset(family: str, model_type: type) -> AssetsDefinition:
     def _registered(
         context: AssetExecutionContext, config: PromotionConfig, settings: SettingsResource,
         registry: ModelRegistryResource, tracker: WandbTracker, notifier: NotifierResource,
+        stored_assets: StoredAssetsResource,
         model: model_type, evaluation: EvaluationResult, data_splits: TitleSplits,
     ) -> MaterializeResult:
         # An incomplete override is refused before anything is stored.
@@ -100,7 +102,7 @@ def registered_model_asset(family: str, model_type: type) -> AssetsDefinition:
                                       model_name)
         settings_value = settings.get()
         store = registry.open()
-        upstream = {name: upstream_record(context, name)
+        upstream = {name: upstream_record(context, stored_assets, name)
                     for name in (f"{family}_model", f"{family}_evaluation", SPLITS_ASSET)}
         fields = lineage(context, settings_value, table_version(data_splits.table))
         candidate = Candidate(model_name, family, model_type, model, evaluation, data_splits,

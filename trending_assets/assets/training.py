@@ -16,7 +16,7 @@ from dagster import (
 )
 
 from resources.model_files import local_model_folder
-from resources.storage import ArtifactStore, artifact_root
+from resources.storage import ArtifactCheckpoints, ArtifactStoreResource
 from resources.tracking import TrackedRun, WandbTracker
 from trending_assets.assets import ML_OWNERS
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
@@ -107,20 +107,6 @@ def xgboost_model(
     )
 
 
-class ArtifactCheckpoints:
-    """The artifact store as checkpoint storage (ml.bert_checkpoint.CheckpointStorage),
-    under one prefix: the Dagster run id, so a retry of the same run resumes."""
-
-    def __init__(self, store: ArtifactStore, prefix: str) -> None:
-        self.store, self.prefix = store, prefix
-
-    def write(self, name: str, data: bytes) -> None:
-        self.store.put_bytes(f"{self.prefix}/{name}", data)
-
-    def read(self, name: str) -> bytes:
-        return self.store.get_bytes(f"{self.prefix}/{name}")  # FileNotFoundError if absent
-
-
 def build_bert_model(op_tags: Mapping[str, Any] | None = None) -> AssetsDefinition:
     """The bert_model asset; `op_tags` carry its pod (GPU limit, node pool, /dev/shm) as
     `dagster-k8s/config`, built from `k8s:` in configs/ by trending_assets.k8s."""
@@ -132,7 +118,7 @@ def build_bert_model(op_tags: Mapping[str, Any] | None = None) -> AssetsDefiniti
                        "multi-label genres.")
     def bert_model(
         context: AssetExecutionContext, settings: SettingsResource, tracker: WandbTracker,
-        data_splits: TitleSplits,
+        artifacts: ArtifactStoreResource, data_splits: TitleSplits,
     ) -> Output[BertGenreModel]:
         config = settings.get()
         params = BertParams(**config.bert.model_dump(exclude={"processes"}))
@@ -142,8 +128,8 @@ def build_bert_model(op_tags: Mapping[str, Any] | None = None) -> AssetsDefiniti
         # What training starts from, hashed now: registration records this, not the base folder
         # as it is by then.
         base_model = base_model_record(config.bert.model_dump(), fit_params.model_path)
-        store = artifact_root(config.storage)
-        checkpoints = ArtifactCheckpoints(store, f"checkpoints/bert/{context.run.run_id}")
+        store = artifacts.open()
+        checkpoints = ArtifactCheckpoints.of_run(store, "bert", context.run.run_id)
         s = data_splits
         figures: dict[str, Any] = {}
 

@@ -54,7 +54,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from resources.landing_reader import read_bounded
 from resources.listing import is_upload_leftover, lister_for
 from resources.notify import Alert, DeliveryLedger, NotifierResource, NotifyError
-from resources.quarantine import delete_key
 from resources.safe_keys import unsafe_key_reason
 from resources.storage import ArtifactStore, ArtifactStoreResource
 from trending_assets.automation.alerts import UiLinks
@@ -208,7 +207,7 @@ def _record_outcome(store: ArtifactStore, key: str, data: bytes, outcome: dict[s
         {**outcome, "request_file": store.uri_of(key),
          "request": data.decode("utf-8", "replace"),
          "processed_at": datetime.now(UTC).isoformat()}, indent=2).encode())
-    delete_key(store, key)
+    store.delete(key)
 
 
 def rejection_alert(store: ArtifactStore, key: str, etag: str, problem: str,

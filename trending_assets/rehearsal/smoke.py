@@ -19,10 +19,10 @@ from importlib import resources as package_files
 import pandas as pd
 
 from resources.registry import ModelRegistry
-from resources.storage import ArtifactStoreResource, artifact_root
 from trending_assets import cli
 from trending_assets.exits import exit_on_config_error
 from trending_assets.settings import Settings, load_settings
+from trending_assets.storage_resources import storage_resources
 
 REGISTERED_FAMILIES = ("xgboost", "bert")
 
@@ -38,8 +38,7 @@ def put_sample(settings: Settings, titles: int, name: str) -> str:
     with data.open("rb") as handle:
         sample = pd.read_csv(handle, compression="gzip", keep_default_na=False)
     sample = sample.sample(min(titles, len(sample)), random_state=0)
-    store = ArtifactStoreResource(uri=settings.storage.landing,
-                                  s3_endpoint_url=settings.storage.s3_endpoint_url).open()
+    store = storage_resources(settings).landing.open()
     key = landing_key(settings, name, datetime.now(UTC))
     store.put_bytes(key, sample.to_csv(index=False).encode())
     return store.uri_of(key)
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 def smoke(titles: int, name: str) -> int:
     """Put the sample, run `cli run`, and check that every registered family got a version."""
     settings = load_settings()
-    registry = ModelRegistry(artifact_root(settings.storage))
+    registry = storage_resources(settings).registry.open()
     before = registry_versions(registry)
     print(f"landing file: {put_sample(settings, titles, name)}", flush=True)
     status = cli.main(["run"])
