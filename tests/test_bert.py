@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from trending_assets.ml.bert import (
+from trending_assets.ml.bert.model import (
     BertGenreModel,
     BertParams,
     MeanPoolClassifier,

@@ -17,9 +17,9 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from tests.conftest import title_splits
-from trending_assets.ml.bert import BertParams, bundled_model_path, train_bert
-from trending_assets.ml.bert_checkpoint import Checkpointer, DirectoryCheckpointStorage
-from trending_assets.ml.bert_launch import train_bert_processes
+from trending_assets.ml.bert.checkpoint import Checkpointer, DirectoryCheckpointStorage
+from trending_assets.ml.bert.launch import train_bert_processes
+from trending_assets.ml.bert.model import BertParams, bundled_model_path, train_bert
 from trending_assets.ml.dataset import TitleSplits
 
 TOLERANCE = 1e-4

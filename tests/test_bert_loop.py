@@ -10,29 +10,29 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from trending_assets.ml.bert import BertParams, MeanPoolClassifier
-from trending_assets.ml.bert_checkpoint import (
+from trending_assets.ml.bert.checkpoint import (
     Checkpointer,
     DirectoryCheckpointStorage,
     capture_rng,
     mirror_latest,
     restore_rng,
 )
-from trending_assets.ml.bert_data import (
+from trending_assets.ml.bert.data import (
     TokenTable,
     collate,
     epoch_batches,
     padded_width,
     shard_rows,
 )
-from trending_assets.ml.bert_launch import param_flags
-from trending_assets.ml.bert_loop import (
+from trending_assets.ml.bert.launch import param_flags
+from trending_assets.ml.bert.loop import (
     LoopSettings,
     Workers,
     autocast,
     fit,
     mixed_precision,
 )
+from trending_assets.ml.bert.model import BertParams, MeanPoolClassifier
 
 
 def table(rows: int = 40, seed: int = 0) -> tuple[TokenTable, torch.Tensor]:
@@ -207,7 +207,7 @@ def test_precision_fp32_turns_autocast_off_everywhere() -> None:
 
 def test_more_processes_than_gpus_is_refused_before_launch(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from trending_assets.ml import bert_launch
+    from trending_assets.ml.bert import launch as bert_launch
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(bert_launch.subprocess, "Popen", None)  # nothing may start

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from trending_assets.ml.bert_loop import LoopSettings, fit
+from trending_assets.ml.bert.loop import LoopSettings, fit
 from trending_assets.ml.progress import ProgressReporter, progress_line
 
 from .test_bert_loop import CPU, table, tiny_network

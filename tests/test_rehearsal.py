@@ -37,8 +37,8 @@ from dagster._daemon.sensor import execute_sensor_iteration
 from resources.io_manager import read_version, stored_base
 from resources.registry import ModelRegistry
 from resources.storage import artifact_root
-from trending_assets.ml.bert import BertGenreModel, BertParams, train_bert
-from trending_assets.ml.bert_checkpoint import MANIFEST
+from trending_assets.ml.bert.checkpoint import MANIFEST
+from trending_assets.ml.bert.model import BertGenreModel, BertParams, train_bert
 from trending_assets.ml.dataset import TitleSplits
 from trending_assets.rehearsal import stack
 from trending_assets.rehearsal.kube import KubeStandIn, image_env

@@ -278,7 +278,7 @@ class BertSettings(_Strict):
     max_grad_norm: float = Field(1.0, ge=0, le=1e3, description="gradient clipping; 0 = off")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     threads: int = Field(0, ge=0, le=512, description="torch CPU threads; 0 = all cores")
-    # Training loop (trending_assets/ml/bert_loop.py); batch_size is per optimizer step over
+    # Training loop (trending_assets/ml/bert/loop.py); batch_size is per optimizer step over
     # all processes, so changing `processes` or `grad_accum_steps` keeps the optimisation.
     grad_accum_steps: int = Field(1, ge=1, le=1024,
                                   description="micro-batches per optimizer step")

@@ -14,7 +14,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from resources.storage import ArtifactStore
 from trending_assets.assets.training import ArtifactCheckpoints
-from trending_assets.ml.bert_checkpoint import discard_checkpoints
+from trending_assets.ml.bert.checkpoint import discard_checkpoints
 
 PID_TAG = "trending/cli_pid"
 HOST_TAG = "trending/cli_host"

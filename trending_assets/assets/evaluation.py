@@ -25,7 +25,7 @@ from dagster import (
 from resources.tracking import WandbTracker
 from trending_assets.assets import ML_OWNERS
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
-from trending_assets.ml.bert import BertGenreModel
+from trending_assets.ml.bert.model import BertGenreModel
 from trending_assets.ml.dataset import TitleSplits
 from trending_assets.ml.gate import criteria_markdown, gate_metrics, value_criteria
 from trending_assets.ml.linear import LinearGenreModel

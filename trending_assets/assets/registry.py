@@ -37,7 +37,7 @@ from trending_assets.governance import (
     register_candidate,
 )
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
-from trending_assets.ml.bert import BertGenreModel
+from trending_assets.ml.bert.model import BertGenreModel
 from trending_assets.ml.dataset import TitleSplits
 from trending_assets.ml.gate import Blessing, Override
 from trending_assets.ml.report import EvaluationResult

@@ -20,9 +20,9 @@ from resources.storage import ArtifactStore, artifact_root
 from resources.tracking import TrackedRun, WandbTracker
 from trending_assets.assets import ML_OWNERS
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
-from trending_assets.ml.bert import BertGenreModel, BertParams, train_bert
-from trending_assets.ml.bert_checkpoint import discard_checkpoints
-from trending_assets.ml.bert_launch import train_bert_processes
+from trending_assets.ml.bert.checkpoint import discard_checkpoints
+from trending_assets.ml.bert.launch import train_bert_processes
+from trending_assets.ml.bert.model import BertGenreModel, BertParams, train_bert
 from trending_assets.ml.dataset import TitleSplits
 from trending_assets.ml.linear import LinearGenreModel, LinearParams
 from trending_assets.ml.progress import progress_line
@@ -108,7 +108,7 @@ def xgboost_model(
 
 
 class ArtifactCheckpoints:
-    """The artifact store as checkpoint storage (ml.bert_checkpoint.CheckpointStorage),
+    """The artifact store as checkpoint storage (ml.bert.checkpoint.CheckpointStorage),
     under one prefix: the Dagster run id, so a retry of the same run resumes."""
 
     def __init__(self, store: ArtifactStore, prefix: str) -> None:

@@ -11,7 +11,7 @@ synthetic token stream three ways:
   max_length, default collator.
 - trainer_fast: HF Trainer with bf16 (on CUDA; fp32 on CPU, where Trainer has no bf16
   speed-up to give), dynamic padding to the longest text of each batch, group_by_length.
-- ours: trending_assets.ml.bert_loop.fit: length buckets, dynamic padding to a multiple
+- ours: trending_assets.ml.bert.loop.fit: length buckets, dynamic padding to a multiple
   of 8, bf16 autocast on CUDA, fused AdamW, no host sync inside a step.
 
 Shapes: MiniLM-L6-H384 (the bundled model) and BERT-base. Texts: "short" (synopsis-like,
@@ -46,9 +46,9 @@ import numpy as np
 import torch
 from transformers import BertConfig, BertModel
 
-from trending_assets.ml.bert import MeanPoolClassifier
-from trending_assets.ml.bert_data import TokenTable
-from trending_assets.ml.bert_loop import LoopSettings, Workers, default_device, fit
+from trending_assets.ml.bert.data import TokenTable
+from trending_assets.ml.bert.loop import LoopSettings, Workers, default_device, fit
+from trending_assets.ml.bert.model import MeanPoolClassifier
 
 NUM_LABELS = 20
 VOCAB = 30522

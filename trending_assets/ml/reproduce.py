@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from trending_assets.ml.bert import BertParams, bundled_model_path, train_bert
+from trending_assets.ml.bert.model import BertParams, bundled_model_path, train_bert
 from trending_assets.ml.dataset import TitleSplits
 from trending_assets.ml.gate import METRICS
 from trending_assets.ml.linear import LinearGenreModel, LinearParams

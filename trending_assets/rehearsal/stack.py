@@ -70,7 +70,7 @@ def write_tiny_bert(folder: Path) -> Path:
     """A randomly initialised 2-layer BERT with the bundled MiniLM tokenizer."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from trending_assets.ml.bert import bundled_model_path
+    from trending_assets.ml.bert.model import bundled_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_path(), local_files_only=True)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,

@@ -1,7 +1,7 @@
 """Fine-tuning a BERT-family encoder (all-MiniLM-L6-v2 by default) as a multi-label genre
 classifier: the model, its save/load format, and `train_bert` (tokenize, train, pick the
-best epoch by validation macro-F1). The loop itself is in bert_loop, batching in
-bert_data, checkpoints in bert_checkpoint.
+best epoch by validation macro-F1). The loop itself is in bert.loop, batching in
+bert.data, checkpoints in bert.checkpoint.
 
 Imports only torch, transformers, safetensors and numpy at module level (scikit-learn is
 loaded when validation metrics are computed), so the benchmark runs on a bare GPU image.
@@ -20,9 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from trending_assets.ml.bert_checkpoint import Checkpointer, CheckpointStorage
-from trending_assets.ml.bert_data import TokenTable, collate
-from trending_assets.ml.bert_loop import (
+from trending_assets.ml.bert.checkpoint import Checkpointer, CheckpointStorage
+from trending_assets.ml.bert.data import TokenTable, collate
+from trending_assets.ml.bert.loop import (
     FitResult,
     LoopSettings,
     Workers,
@@ -326,7 +326,7 @@ def train_bert(
 ) -> BertTraining:
     """Fine-tune; resumes from `checkpoints` when they hold a checkpoint of the same run.
 
-    Under torchrun every process calls this; they train together (see bert_loop) and all
+    Under torchrun every process calls this; they train together (see bert.loop) and all
     return the same model; only rank 0 logs and writes checkpoints."""
     _check_inputs(train_texts, train_labels, val_texts, val_labels, genres, params)
     train_labels, val_labels = np.asarray(train_labels), np.asarray(val_labels)

@@ -1,6 +1,6 @@
 """The transformer training loop: fast on one GPU, data parallel under torchrun, resumable.
 
-What makes it fast: length-bucketed batches with dynamic padding (bert_data), bf16
+What makes it fast: length-bucketed batches with dynamic padding (bert.data), bf16
 autocast on CUDA (fp32 on CPU, where bf16 is slower and changes results), fused AdamW,
 no host synchronisation inside a step (losses are summed on the device and read only when
 logged), optional `torch.compile` over a fixed set of padded widths, each warmed up before
@@ -31,14 +31,14 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from transformers import get_linear_schedule_with_warmup
 
-from trending_assets.ml.bert_checkpoint import (
+from trending_assets.ml.bert.checkpoint import (
     Checkpointer,
     capture_rng,
     restore_rng,
     tensors_from_bytes,
     tensors_to_bytes,
 )
-from trending_assets.ml.bert_data import TokenTable, collate, epoch_batches, shard_rows
+from trending_assets.ml.bert.data import TokenTable, collate, epoch_batches, shard_rows
 from trending_assets.ml.progress import ProgressReporter
 
 MONITOR = "val_macro_f1"
