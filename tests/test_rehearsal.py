@@ -38,7 +38,7 @@ from resources.io_manager import read_version, stored_base
 from resources.registry import ModelRegistry
 from resources.storage import artifact_root
 from trending_assets.ml.bert.checkpoint import MANIFEST
-from trending_assets.ml.bert.model import BertGenreModel, BertParams, train_bert
+from trending_assets.ml.bert.model import BertGenreModel, train_bert
 from trending_assets.ml.dataset import TitleSplits
 from trending_assets.rehearsal import stack
 from trending_assets.rehearsal.kube import KubeStandIn, image_env
@@ -141,7 +141,7 @@ def test_a_killed_bert_pod_is_retried_as_a_new_job_that_resumes(rehearsal):
     store = artifact_root(settings.storage)
     splits, _ = read_version(store, stored_base(["data_splits"]), TitleSplits)
     stored, _ = read_version(store, stored_base(["bert_model"]), BertGenreModel)
-    params = BertParams(**settings.bert.model_dump(exclude={"processes"}))
+    params = settings.bert
     straight = train_bert(splits.texts("train"), splits.labels("train"), splits.texts("val"),
                           splits.labels("val"), splits.genres, params).model
     ours = stored.model.state_dict()

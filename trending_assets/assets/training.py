@@ -2,7 +2,6 @@
 
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,13 @@ from trending_assets.assets import ML_OWNERS
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
 from trending_assets.ml.bert.checkpoint import discard_checkpoints
 from trending_assets.ml.bert.launch import train_bert_processes
-from trending_assets.ml.bert.model import BertGenreModel, BertParams, train_bert
+from trending_assets.ml.bert.model import BertGenreModel, train_bert
 from trending_assets.ml.dataset import TitleSplits
-from trending_assets.ml.linear import LinearGenreModel, LinearParams
+from trending_assets.ml.linear import LinearGenreModel
 from trending_assets.ml.progress import progress_line
 from trending_assets.ml.reproduce import base_model_record
 from trending_assets.ml.tfidf import TfidfFeatures
-from trending_assets.ml.xgboost_model import XGBoostGenreModel, XGBoostParams
+from trending_assets.ml.xgboost_model import XGBoostGenreModel
 from trending_assets.settings import SettingsResource
 
 # Bump when what the asset computes changes (see trending_assets/assets/__init__.py).
@@ -55,7 +54,7 @@ def train_tracked(
     fields = lineage(context, config, data_version)
     with tracker.start_run(
         name=f"{family}-{context.run.run_id[:8]}", job_type="train", group=context.run.run_id,
-        config={"family": family, "params": asdict(params), "lineage": fields},
+        config={"family": family, "params": params.model_dump(), "lineage": fields},
         run_id=f"{family}-{context.run.run_id}",
     ) as run:
         with measured() as figures:
@@ -67,7 +66,7 @@ def train_tracked(
         run.summarize(figures)
     return Output(model, metadata={
         **as_metadata(fields, figures),
-        "params": MetadataValue.json(asdict(params)),
+        "params": MetadataValue.json(params.model_dump()),
         "wandb_run": run.path,
         "wandb_dir": MetadataValue.path(run.folder),
     })
@@ -80,7 +79,7 @@ def reference_model(
     context: AssetExecutionContext, settings: SettingsResource, tracker: WandbTracker,
     tfidf_features: TfidfFeatures, data_splits: TitleSplits,
 ) -> Output[LinearGenreModel]:
-    params = LinearParams(**settings.get().reference.model_dump())
+    params = settings.get().reference
     f = tfidf_features
     return train_tracked(
         context, settings, tracker, "reference", params, table_version(data_splits.table),
@@ -98,7 +97,7 @@ def xgboost_model(
     context: AssetExecutionContext, settings: SettingsResource, tracker: WandbTracker,
     tfidf_features: TfidfFeatures, data_splits: TitleSplits,
 ) -> Output[XGBoostGenreModel]:
-    params = XGBoostParams(**settings.get().xgboost.model_dump())
+    params = settings.get().xgboost
     f = tfidf_features
     return train_tracked(
         context, settings, tracker, "xgboost", params, table_version(data_splits.table),
@@ -135,10 +134,10 @@ def build_bert_model(op_tags: Mapping[str, Any] | None = None) -> AssetsDefiniti
         data_splits: TitleSplits,
     ) -> Output[BertGenreModel]:
         config = settings.get()
-        params = BertParams(**config.bert.model_dump(exclude={"processes"}))
+        params = config.bert
         # An s3:// base model is copied once into the local cache; W&B still records the URI.
-        fit_params = replace(params, model_path=local_model_folder(
-            params.model_path, config.storage.cache, config.storage.s3_endpoint_url))
+        fit_params = params.model_copy(update={"model_path": local_model_folder(
+            params.model_path, config.storage.cache, config.storage.s3_endpoint_url)})
         # What training starts from, hashed now: registration records this, not the base folder
         # as it is by then.
         base_model = base_model_record(config.bert.model_dump(), fit_params.model_path)

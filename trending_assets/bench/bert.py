@@ -49,6 +49,7 @@ from transformers import BertConfig, BertModel
 from trending_assets.ml.bert.data import TokenTable
 from trending_assets.ml.bert.loop import LoopSettings, Workers, default_device, fit
 from trending_assets.ml.bert.model import MeanPoolClassifier
+from trending_assets.ml.config import section_params
 
 NUM_LABELS = 20
 VOCAB = 30522
@@ -182,14 +183,20 @@ class _Clock:
             self.end = self._now()
 
 
+def loop_settings(**values: Any) -> LoopSettings:
+    """The configured loop (configs/ `bert:`) with the benchmark's values on top, outside the
+    configuration's bounds where it needs to be: an epoch count only max_steps ends."""
+    configured = section_params(LoopSettings, "bert").model_dump()
+    return LoopSettings.model_construct(**{**configured, **values})
+
+
 def run_ours(model: CountingClassifier, table: TokenTable, labels: np.ndarray, plan: Plan,
              device: torch.device, clock: _Clock) -> None:
-    settings = LoopSettings(
+    settings = loop_settings(
         epochs=10**6, batch_size=plan.ours_batch, learning_rate=5e-5, seed=0,
-        warmup_ratio=0.0, compile=plan.compile, log_every_steps=10**9,
-        max_steps=plan.warmup + plan.steps)
+        warmup_ratio=0.0, compile=plan.compile, log_every_steps=10**9)
     fit(model, table, torch.from_numpy(labels), settings, Workers(0, 1, device),
-        on_step=clock.after_step)
+        on_step=clock.after_step, max_steps=plan.warmup + plan.steps)
 
 
 def run_trainer(model: CountingClassifier, table: TokenTable, labels: np.ndarray, plan: Plan,

@@ -150,8 +150,11 @@ def stream(steps: int, seed: int) -> tuple[TokenTable, torch.Tensor]:
 
 def settings(epochs: int, seed: int, **overrides: Any) -> LoopSettings:
     # No warm-up: the loss falls from the first step and the weights move from the first.
-    return LoopSettings(epochs=epochs, batch_size=BATCH, learning_rate=LEARNING_RATE,
-                        seed=seed, warmup_ratio=0.0, **{"log_every_steps": 10**9, **overrides})
+    # Checkpoints at epoch ends unless a check asks for more.
+    return bench.loop_settings(epochs=epochs, batch_size=BATCH, learning_rate=LEARNING_RATE,
+                               seed=seed, warmup_ratio=0.0, **{"log_every_steps": 10**9,
+                                                               "checkpoint_every_steps": 0,
+                                                               **overrides})
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

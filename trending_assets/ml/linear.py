@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Self
 
 import numpy as np
 import scipy.sparse as sp
+from pydantic import Field
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
+from trending_assets.ml.config import StrictModel
 from trending_assets.ml.tfidf import TfidfEncoder
 
 WEIGHTS_FILE = "linear_weights.npz"
 
 
-@dataclass(frozen=True)
-class LinearParams:
-    C: float = 4.0
-    max_iter: int = 1000
-    balanced: bool = True
+class LinearParams(StrictModel):
+    """The reference model: the `reference:` section of configs/base.yaml."""
+
+    C: float = Field(gt=0, le=1e6)
+    max_iter: int = Field(ge=10, le=100_000)
+    balanced: bool
 
 
 class LinearGenreModel:
@@ -63,7 +65,7 @@ class LinearGenreModel:
         self.encoder.save(directory)
         np.savez_compressed(directory / WEIGHTS_FILE, coef=self.coef, intercept=self.intercept)
         (directory / "linear_model.json").write_text(
-            json.dumps({"genres": self.genres, "params": asdict(self.params)})
+            json.dumps({"genres": self.genres, "params": self.params.model_dump()})
         )
 
     @classmethod

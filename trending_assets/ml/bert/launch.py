@@ -8,7 +8,6 @@ carries their checkpoints (written to a local folder by rank 0) to the durable
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -35,9 +34,8 @@ MIRROR_SECONDS = 5.0
 def param_flags(params: BertParams) -> list[str]:
     """The trainer CLI flags that reproduce `params`."""
     flags = []
-    for field in dataclasses.fields(params):
-        value = getattr(params, field.name)
-        flag = "--" + field.name.replace("_", "-")
+    for name, value in params.model_dump().items():
+        flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             flags.append(flag if value else "--no-" + flag[2:])
         elif value is not None:

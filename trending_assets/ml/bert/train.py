@@ -36,7 +36,7 @@ def print_progress(metrics: dict[str, float]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser(__doc__, BertParams)
+    parser = build_parser(__doc__, (BertParams, "bert"))
     parser.add_argument("--splits-dir", type=Path, default=None,
                         help="a saved TitleSplits folder (splits.parquet + genres.json) to "
                              "train on instead of --data")
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-only", action="store_true",
                         help="save the model without the test-set evaluation")
     args = parser.parse_args(argv)
-    params = params_from_args(BertParams, args)
+    params = params_from_args(BertParams, "bert", args)
     workers = start_workers()
     try:
         splits = TitleSplits.load(args.splits_dir) if args.splits_dir else load_splits(args)
