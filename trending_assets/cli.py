@@ -39,13 +39,14 @@ from trending_assets.automation.landing import (
 from trending_assets.batches import retire_command
 from trending_assets.cli_lock import CliBusyError, exclusive_cli_run
 from trending_assets.governance import complete_wandb_links, reproduce_version
+from trending_assets.ml import families
 from trending_assets.ml.reproduce import ReproductionError
 from trending_assets.retraining import current_fingerprint, decide_retrain
 from trending_assets.settings import ConfigError, Settings, dagster_home, load_settings
 from trending_assets.stale_runs import cli_process_tags, fail_dead_cli_runs
 
 SAMPLE_FILE = "netflix_titles_genres.csv.gz"
-FAMILIES = ("reference", "xgboost", "bert")
+FAMILIES = families.names()  # the family registry (ml/families.py), in its order
 MANUAL_TAGS = {"trending/trigger": "cli", **cli_process_tags()}
 
 
@@ -125,11 +126,12 @@ def summarize(instance: DagsterInstance, run_id: str | None) -> list[SummaryRow]
         gate = _latest_check(instance, f"{family}_evaluation", f"{family}_meets_thresholds")
         registered = _latest_metadata(instance, f"registered_{family}_model")
         same_run = registered.get("dagster_run_id") == run_id if run_id else True
-        if gate.startswith("FAILED: ") and family != "reference":
+        registrable = families.family(family).registered
+        if gate.startswith("FAILED: ") and registrable:
             # Below the value gate: the registration refused it, first failed criterion first.
             first = gate.removeprefix("FAILED: ").split("; ")[0]
             gate = f"refused: {(same_run and registered.get('reason')) or first}"
-        if family == "reference":
+        if not registrable:
             version = "not registered (baseline)"
         elif registered and same_run and registered.get("version") is None:
             version = "not registered (refused)"

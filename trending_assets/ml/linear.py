@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -14,7 +14,7 @@ from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
 from trending_assets.ml.config import StrictModel
-from trending_assets.ml.tfidf import TfidfEncoder
+from trending_assets.ml.tfidf import TfidfEncoder, TfidfFeatures
 
 WEIGHTS_FILE = "linear_weights.npz"
 
@@ -56,6 +56,13 @@ class LinearGenreModel:
             intercepts.append(clf.intercept_[0])
         return cls(encoder, list(genres), np.vstack(coefs).astype(np.float32),
                    np.asarray(intercepts, dtype=np.float32), params)
+
+    @classmethod
+    def from_features(cls, features: TfidfFeatures, params: LinearParams,
+                      log_fn: Callable[[dict[str, float]], None] | None = None) -> Self:
+        """Trained on the train rows of `features` (the family registry's entry point)."""
+        f = features
+        return cls.fit(f.encoder, f.genres, f.x_train, f.y_train, params)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         x = self.encoder.transform(texts)

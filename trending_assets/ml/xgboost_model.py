@@ -45,7 +45,7 @@ from sklearn.model_selection import KFold
 
 from trending_assets.ml.config import StrictModel
 from trending_assets.ml.metrics import apply_thresholds, choose_thresholds, multilabel_metrics
-from trending_assets.ml.tfidf import TfidfEncoder
+from trending_assets.ml.tfidf import TfidfEncoder, TfidfFeatures
 
 BOOSTER_FILE = "booster.ubj"
 LINEAR_FILE = "linear_scores.npz"
@@ -348,6 +348,15 @@ class XGBoostGenreModel:
     @property
     def best_iteration(self) -> int:
         return int(self.booster.best_iteration)
+
+    @classmethod
+    def from_features(cls, features: TfidfFeatures, params: XGBoostParams,
+                      log_fn: Callable[[dict[str, float]], None] | None = None) -> Self:
+        """Trained on `features`, early-stopped on their validation rows (the family
+        registry's entry point)."""
+        f = features
+        return cls.fit(f.encoder, f.genres, f.x_train, f.y_train, f.x_val, f.y_val, params,
+                       log_fn=log_fn)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)

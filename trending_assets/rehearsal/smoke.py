@@ -21,9 +21,10 @@ import pandas as pd
 from resources.registry import ModelRegistry
 from resources.storage import ArtifactStoreResource, artifact_root
 from trending_assets import cli
+from trending_assets.ml.families import registered_names
 from trending_assets.settings import ConfigError, Settings, load_settings
 
-REGISTERED_FAMILIES = ("xgboost", "bert")
+REGISTERED_FAMILIES = registered_names()
 
 
 def landing_key(settings: Settings, name: str, now: datetime) -> str:

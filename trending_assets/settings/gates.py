@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, RootModel, model_validator
 
+from trending_assets.ml import families
 from trending_assets.settings.base import _Strict
 
 GATE_METRICS = ("macro_f1", "micro_f1", "micro_precision", "micro_recall")
@@ -85,10 +86,31 @@ class GateSettings(_Strict):
         return self
 
 
-class GatesSettings(_Strict):
-    reference: GateSettings
-    xgboost: GateSettings
-    bert: GateSettings
+class GatesSettings(RootModel[dict[str, GateSettings]]):
+    """One gate per registered model family (ml/families.py), by family name:
+    `gates.xgboost` or `gates.of("xgboost")`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="after")
+    def _one_per_family(self) -> GatesSettings:
+        unknown = sorted(set(self.root) - set(families.names()))
+        if unknown:
+            raise ValueError(f"no model family {', '.join(unknown)} (families: "
+                             f"{', '.join(families.names())})")
+        missing = [name for name in families.names() if name not in self.root]
+        if missing:
+            raise ValueError(f"give a gate for {', '.join(missing)}")
+        return self
+
+    def of(self, family: str) -> GateSettings:
+        return self.root[family]
+
+    def __getattr__(self, name: str) -> GateSettings:
+        root = self.__dict__.get("root", {})
+        if name in root:
+            return root[name]
+        return super().__getattr__(name)  # type: ignore[misc]
 
 
 class ModelCardText(_Strict):
@@ -108,8 +130,10 @@ class RegistrySettings(_Strict):
         "model", pattern=r"^[A-Za-z0-9_-]+$",
         description="W&B registry name: versions link to wandb-registry-<name>/<model>")
     reproduce_tolerance: dict[str, float] = Field(
-        default_factory=lambda: {"reference": 0.0, "xgboost": 0.0, "bert": 0.02},
-        description="largest |recorded - retrained| test metric a reproduction may show")
+        default_factory=dict,
+        description="per family, the largest |recorded - retrained| test metric a "
+                    "reproduction may show; a family not named here has its registry "
+                    "default (ml/families.py)")
     model_card: ModelCardText = ModelCardText(
         intended_use="Suggest genres for a movie or TV show from its synopsis.")
     orphan_grace_seconds: int = Field(
@@ -122,8 +146,12 @@ class RegistrySettings(_Strict):
         bad = {k: v for k, v in self.reproduce_tolerance.items() if not 0 <= v <= 1}
         if bad:
             raise ValueError(f"reproduce_tolerance: values must be between 0 and 1: {bad}")
-        missing = {"reference", "xgboost", "bert"} - set(self.reproduce_tolerance)
-        if missing:
-            raise ValueError(f"reproduce_tolerance: give a tolerance for {sorted(missing)}")
+        unknown = sorted(set(self.reproduce_tolerance) - set(families.names()))
+        if unknown:
+            raise ValueError(f"reproduce_tolerance: no model family {', '.join(unknown)}")
         return self
+
+    def tolerance(self, family: str) -> float:
+        configured = self.reproduce_tolerance.get(family)
+        return families.family(family).reproduce_tolerance if configured is None else configured
 

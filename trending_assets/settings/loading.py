@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
+from trending_assets.ml import families
 from trending_assets.ml.config import ConfigError, config_layers, deep_merge, read_yaml
 from trending_assets.settings.base import BUNDLED, REPO_ROOT
 from trending_assets.settings.schema import Settings
@@ -128,8 +129,8 @@ def _reference_problems(settings: Settings) -> list[tuple[tuple[Any, ...], str]]
                          f"{settings.automation.timezone!r} is not an IANA time zone, e.g. UTC "
                          "or Europe/Berlin"))
     kinds = settings.data.bounds.kinds
-    for family in ("reference", "xgboost", "bert"):
-        for i, gate in enumerate(getattr(settings.gates, family).slices):
+    for family in families.names():
+        for i, gate in enumerate(settings.gates.of(family).slices):
             if not is_slice_name(gate.slice, kinds):
                 problems.append((("gates", family, "slices", i, "slice"),
                                  f"{gate.slice!r} is not a slice the evaluation produces: "

@@ -6,12 +6,10 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, create_model, model_validator
 
-from trending_assets.ml.bert.params import BertParams
-from trending_assets.ml.linear import LinearParams
+from trending_assets.ml import families
 from trending_assets.ml.tfidf import TfidfParams
-from trending_assets.ml.xgboost_model import XGBoostParams
 from trending_assets.settings.automation import AlertSettings, AutomationSettings
 from trending_assets.settings.base import _Strict
 from trending_assets.settings.data import DataSettings, StorageSettings, TrackingSettings
@@ -19,7 +17,9 @@ from trending_assets.settings.gates import GatesSettings, RegistrySettings
 from trending_assets.settings.k8s import K8sSettings
 
 
-class Settings(_Strict):
+class SettingsBase(_Strict):
+    """Every section but the model parameters, which `Settings` adds from the registry."""
+
     environment: Literal["local", "staging", "production"]
     code_version: str | None = Field(
         None, description="git commit of the code; found with git when empty"
@@ -27,12 +27,7 @@ class Settings(_Strict):
     storage: StorageSettings
     tracking: TrackingSettings
     executor: Literal["multiprocess", "in_process", "k8s"] = "multiprocess"
-    # The parameter sections are the ml/ schemas themselves; base.yaml holds their values.
     data: DataSettings
-    tfidf: TfidfParams
-    reference: LinearParams
-    xgboost: XGBoostParams
-    bert: BertParams
     gates: GatesSettings
     registry: RegistrySettings = RegistrySettings()
     automation: AutomationSettings = AutomationSettings()
@@ -43,13 +38,13 @@ class Settings(_Strict):
     _taxonomy: dict[str, Any] | None = PrivateAttr(None)
 
     @model_validator(mode="after")
-    def _split_leaves_training_data(self) -> Settings:
+    def _split_leaves_training_data(self) -> SettingsBase:
         if self.data.split.val_fraction + self.data.split.test_fraction >= 0.6:
             raise ValueError("data.split: val_fraction + test_fraction must stay below 0.6")
         return self
 
     @model_validator(mode="after")
-    def _gpu_settings_match_pods(self) -> Settings:
+    def _gpu_settings_match_pods(self) -> SettingsBase:
         if self.executor != "k8s":
             return self
         xgboost_gpus = self.k8s.steps.get("xgboost_model", self.k8s.default_step).gpus
@@ -77,3 +72,10 @@ class Settings(_Strict):
                                                       "automation", "alerts", "k8s"})
         blob = json.dumps(values, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# The parameter sections are the ml/ schemas themselves (base.yaml holds their values):
+# TF-IDF and one per model family, as the registry lists them.
+_SECTIONS: dict[str, Any] = {"tfidf": (TfidfParams, ...)} | {
+    f.section: (f.params_type, ...) for f in families.FAMILIES.values()}
+Settings = create_model("Settings", __base__=SettingsBase, __module__=__name__, **_SECTIONS)

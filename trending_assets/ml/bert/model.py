@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ from trending_assets.ml.bert.loop import (
     start_workers,
 )
 from trending_assets.ml.bert.params import BertParams
+
+if TYPE_CHECKING:  # pandas stays out of the bare benchmark image
+    from trending_assets.ml.dataset import TitleSplits
 
 META_FILE = "genre_model.json"
 HEAD_FILE = "classifier_head.safetensors"
@@ -141,6 +145,15 @@ class BertGenreModel:
         self.genres = list(genres)
         self.max_length = max_length
         self.base_model = base_model
+
+    @classmethod
+    def from_splits(cls, splits: TitleSplits, params: BertParams,
+                    log_fn: Callable[[dict[str, float]], None] | None = None
+                    ) -> BertGenreModel:
+        """Fine-tuned in this process on the train and validation texts of `splits` (the
+        family registry's entry point; the pipeline's asset may start torchrun workers)."""
+        return train_bert(splits.texts("train"), splits.labels("train"), splits.texts("val"),
+                          splits.labels("val"), splits.genres, params, log_fn=log_fn).model
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """(n, k) float32 sigmoid probabilities, rows in input order."""
