@@ -3,12 +3,12 @@
 Everything that lists families derives from `FAMILIES`: the training, evaluation and
 registration assets, the retrain-request schema (family names, hyperparameter sections),
 the CLI's summary, the gates and reproduction tolerances in the settings, and
-`reproduce.retrain`. Adding a family touches its own module (model class with fit, save,
-load, predict_proba; a parameter schema), its section in configs/base.yaml (parameters,
-gate) and one line here.
+`reproduce.retrain`. Adding a family touches its own module (model class with
+from_features or from_splits, predict_proba, save, load; a parameter schema), its
+sections in configs/base.yaml (parameters, gate) and one line here.
 
 Model classes are named by import path and loaded on first use, so reading the registry
-(settings do, at load time) does not import torch or XGBoost.
+(settings do, at load time) does not import torch.
 """
 
 from __future__ import annotations
