@@ -12,11 +12,11 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 
 from trending_assets.ml.bert.model import (
     BertGenreModel,
-    BertParams,
     MeanPoolClassifier,
     bundled_model_path,
     train_bert,
 )
+from trending_assets.ml.bert.params import BertParams
 from trending_assets.ml.config import section_params
 from trending_assets.ml.metrics import apply_thresholds, choose_thresholds
 

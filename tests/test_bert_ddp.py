@@ -19,7 +19,8 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 from tests.conftest import title_splits
 from trending_assets.ml.bert.checkpoint import Checkpointer, DirectoryCheckpointStorage
 from trending_assets.ml.bert.launch import train_bert_processes
-from trending_assets.ml.bert.model import BertParams, bundled_model_path, train_bert
+from trending_assets.ml.bert.model import bundled_model_path, train_bert
+from trending_assets.ml.bert.params import BertParams
 from trending_assets.ml.config import section_params
 from trending_assets.ml.dataset import TitleSplits
 

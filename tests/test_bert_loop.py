@@ -26,13 +26,13 @@ from trending_assets.ml.bert.data import (
 )
 from trending_assets.ml.bert.launch import param_flags
 from trending_assets.ml.bert.loop import (
-    LoopSettings,
     Workers,
     autocast,
     fit,
     mixed_precision,
 )
-from trending_assets.ml.bert.model import BertParams, MeanPoolClassifier
+from trending_assets.ml.bert.model import MeanPoolClassifier
+from trending_assets.ml.bert.params import BertParams, LoopSettings
 from trending_assets.ml.config import section_params
 from trending_assets.settings import load_settings
 

@@ -79,7 +79,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -92,7 +92,6 @@ from trending_assets.ml.bert.checkpoint import Checkpointer, DirectoryCheckpoint
 from trending_assets.ml.bert.data import TokenTable
 from trending_assets.ml.bert.loop import (
     FitResult,
-    LoopSettings,
     Workers,
     autocast,
     default_device,
@@ -101,6 +100,9 @@ from trending_assets.ml.bert.loop import (
     stop_workers,
 )
 from trending_assets.ml.bert.model import MeanPoolClassifier
+
+if TYPE_CHECKING:
+    from trending_assets.ml.bert.params import LoopSettings
 
 CHECKS = ("precision", "resume", "metrics", "data_parallel")
 MODULE = "trending_assets.bench.bert_checks"  # what torchrun starts as a worker
@@ -150,11 +152,8 @@ def stream(steps: int, seed: int) -> tuple[TokenTable, torch.Tensor]:
 
 def settings(epochs: int, seed: int, **overrides: Any) -> LoopSettings:
     # No warm-up: the loss falls from the first step and the weights move from the first.
-    # Checkpoints at epoch ends unless a check asks for more.
     return bench.loop_settings(epochs=epochs, batch_size=BATCH, learning_rate=LEARNING_RATE,
-                               seed=seed, warmup_ratio=0.0, **{"log_every_steps": 10**9,
-                                                               "checkpoint_every_steps": 0,
-                                                               **overrides})
+                               seed=seed, **overrides)
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -24,7 +24,8 @@ from trending_assets.ml.bert.checkpoint import (
     DirectoryCheckpointStorage,
     mirror_latest,
 )
-from trending_assets.ml.bert.model import BertGenreModel, BertParams
+from trending_assets.ml.bert.model import BertGenreModel
+from trending_assets.ml.bert.params import BertParams
 from trending_assets.ml.bert.train import FIT_PREFIX, PROGRESS_PREFIX
 from trending_assets.ml.dataset import TitleSplits
 

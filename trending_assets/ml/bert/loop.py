@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,8 +39,10 @@ from trending_assets.ml.bert.checkpoint import (
     tensors_to_bytes,
 )
 from trending_assets.ml.bert.data import TokenTable, collate, epoch_batches, shard_rows
-from trending_assets.ml.bert.params import LoopSettings
 from trending_assets.ml.progress import ProgressReporter
+
+if TYPE_CHECKING:  # pydantic stays out of the bare GPU benchmark image
+    from trending_assets.ml.bert.params import LoopSettings
 
 MONITOR = "val_macro_f1"
 

@@ -31,9 +31,9 @@ from trending_assets.ml.bert.loop import (
     fit,
     start_workers,
 )
-from trending_assets.ml.bert.params import BertParams
 
-if TYPE_CHECKING:  # pandas stays out of the bare benchmark image
+if TYPE_CHECKING:  # pandas and pydantic stay out of the bare benchmark image
+    from trending_assets.ml.bert.params import BertParams
     from trending_assets.ml.dataset import TitleSplits
 
 META_FILE = "genre_model.json"

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from trending_assets.ml.bert.checkpoint import DirectoryCheckpointStorage
 from trending_assets.ml.bert.loop import start_workers, stop_workers
-from trending_assets.ml.bert.model import BertParams, train_bert
+from trending_assets.ml.bert.model import train_bert
+from trending_assets.ml.bert.params import BertParams
 from trending_assets.ml.cli import (
     build_parser,
     evaluate_and_save,
