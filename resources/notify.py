@@ -32,6 +32,9 @@ from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 from dagster import Config, ConfigurableResource, DagsterInstance
 
+# Validated where the configuration is: a channel in configs/ is checked at load time.
+from trending_assets.settings.automation import channel_url_problem
+
 LOG = logging.getLogger("trending_assets.alerts")
 
 
@@ -112,25 +115,6 @@ class DeliveryLedger:
 
 # Webhook replies are a word ("ok"); a reply is read no further than this.
 MAX_REPLY_BYTES = 64 * 1024
-CHANNEL_SCHEMES = ("http", "https")
-
-
-def channel_url_problem(url: str) -> str | None:
-    """Why `url` cannot be an alert channel (None: it can). Only http(s) to a host: a
-    `file:` or `data:` URL would "deliver" without sending anything."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 (raises on a port that is not a number)
-    except ValueError:
-        return "is not a valid URL"
-    if parts.scheme.lower() not in CHANNEL_SCHEMES:
-        return (f"must be an http:// or https:// URL, not {parts.scheme or 'a bare'}: "
-                "alerts are only ever POSTed")
-    if not parts.hostname:
-        return "names no host"
-    return None
-
-
 def redacted(url: str, keep_path: bool = False) -> str:
     """The URL without user, password, query and fragment (and, unless `keep_path`, path):
     what error text and logs may show. A Slack webhook's path and a signed URL's query

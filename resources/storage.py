@@ -230,7 +230,7 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 
 class ArtifactCheckpoints:
-    """The artifact store as checkpoint storage (ml.bert_checkpoint.CheckpointStorage),
+    """The artifact store as checkpoint storage (ml.bert.checkpoint.CheckpointStorage),
     under one prefix: the Dagster run id, so a retry of the same run resumes."""
 
     def __init__(self, store: ArtifactStore, prefix: str) -> None:

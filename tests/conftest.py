@@ -11,6 +11,7 @@ import pytest
 import yaml
 from dagster import AssetsDefinition, asset
 
+from trending_assets.ml import families
 from trending_assets.ml.dataset import TitleSplits, assign_splits, build_training_table
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.rehearsal.stack import write_tiny_bert
@@ -69,7 +70,7 @@ def write_test_configs(folder: Path, root: Path, tiny_bert_dir: Path,
         # Tiny models on 800 titles: every value floor off (slices and genres too).
         "gates": {f: {"min_macro_f1": 0.0, "min_micro_f1": 0.0, "genre_floor": None,
                       "slices": []}
-                  for f in ("reference", "xgboost", "bert")},
+                  for f in families.names()},
     }
     if extra:
         from trending_assets.settings import deep_merge

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +10,14 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from trending_assets.ml.bert import (
+from trending_assets.ml.bert.model import (
     BertGenreModel,
-    BertParams,
     MeanPoolClassifier,
     bundled_model_path,
     train_bert,
 )
+from trending_assets.ml.bert.params import BertParams
+from trending_assets.ml.config import section_params
 from trending_assets.ml.metrics import apply_thresholds, choose_thresholds
 
 GENRES = ["scifi", "romance"]
@@ -68,8 +68,8 @@ def data() -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
 
 @pytest.fixture(scope="module")
 def params(tiny_bert: Path) -> BertParams:
-    return BertParams(
-        model_path=str(tiny_bert), max_length=32, epochs=5, batch_size=8,
+    return section_params(
+        BertParams, "bert", model_path=str(tiny_bert), max_length=32, epochs=5, batch_size=8,
         learning_rate=3e-3, seed=0,
     )
 
@@ -138,7 +138,7 @@ def test_save_load_round_trip(trained, data, tmp_path: Path) -> None:
 
 
 def test_same_seed_same_history(data, params) -> None:
-    quick = replace(params, epochs=1)
+    quick = params.model_copy(update={"epochs": 1})
     first = train_bert(*data, GENRES, quick).history
     second = train_bert(*data, GENRES, quick).history
     for key in ("train_loss", "val_loss", "val_macro_f1"):
@@ -169,7 +169,9 @@ def test_bad_inputs_raise(data, params, change: dict, message: str) -> None:
 
 def test_bad_params_raise(data, params) -> None:
     with pytest.raises(ValueError, match="epochs must be >= 1"):
-        train_bert(*data, GENRES, replace(params, epochs=0))
+        train_bert(*data, GENRES, params.model_copy(update={"epochs": 0}))
+    with pytest.raises(ValueError, match="epochs"):  # the schema refuses it first
+        BertParams.model_validate({**params.model_dump(), "epochs": 0})
 
 
 def test_bundled_minilm_loads_with_three_labels() -> None:
@@ -195,7 +197,7 @@ def test_warm_start_from_saved_model_with_other_genres(trained, data, params, tm
     training = train_bert(
         train_texts, np.hstack([train_labels, pad]),
         val_texts, np.hstack([val_labels, pad[: len(val_labels)]]),
-        three, replace(params, model_path=str(tmp_path / "previous"), epochs=1),
+        three, params.model_copy(update={"model_path": str(tmp_path / "previous"), "epochs": 1}),
     )
     model, history = training.model, training.history
     assert model.genres == three and model.predict_proba(val_texts[:4]).shape == (4, 3)

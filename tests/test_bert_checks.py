@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from trending_assets.bench import bert_checks as checks
-from trending_assets.ml import bert_loop
+from trending_assets.ml.bert import loop as bert_loop
 
 from .test_bert_bench import REPO
 

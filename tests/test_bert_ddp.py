@@ -17,9 +17,11 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from tests.conftest import title_splits
-from trending_assets.ml.bert import BertParams, bundled_model_path, train_bert
-from trending_assets.ml.bert_checkpoint import Checkpointer, DirectoryCheckpointStorage
-from trending_assets.ml.bert_launch import train_bert_processes
+from trending_assets.ml.bert.checkpoint import Checkpointer, DirectoryCheckpointStorage
+from trending_assets.ml.bert.launch import train_bert_processes
+from trending_assets.ml.bert.model import bundled_model_path, train_bert
+from trending_assets.ml.bert.params import BertParams
+from trending_assets.ml.config import section_params
 from trending_assets.ml.dataset import TitleSplits
 
 TOLERANCE = 1e-4
@@ -47,8 +49,9 @@ def test_two_process_gloo_matches_one_process(
 ) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     splits = small_splits(netflix)
-    params = BertParams(model_path=str(no_dropout_bert), max_length=32, epochs=2, batch_size=8,
-                        learning_rate=1e-3, head_dropout=0.0, seed=3, log_every_steps=5)
+    params = section_params(BertParams, "bert", model_path=str(no_dropout_bert), max_length=32,
+                            epochs=2, batch_size=8, learning_rate=1e-3, head_dropout=0.0,
+                            seed=3, log_every_steps=5)
     single = train_bert(splits.texts("train"), splits.labels("train"), splits.texts("val"),
                         splits.labels("val"), splits.genres, params)
 

@@ -10,29 +10,31 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from trending_assets.ml.bert import BertParams, MeanPoolClassifier
-from trending_assets.ml.bert_checkpoint import (
+from trending_assets.ml.bert.checkpoint import (
     Checkpointer,
     DirectoryCheckpointStorage,
     capture_rng,
     mirror_latest,
     restore_rng,
 )
-from trending_assets.ml.bert_data import (
+from trending_assets.ml.bert.data import (
     TokenTable,
     collate,
     epoch_batches,
     padded_width,
     shard_rows,
 )
-from trending_assets.ml.bert_launch import param_flags
-from trending_assets.ml.bert_loop import (
-    LoopSettings,
+from trending_assets.ml.bert.launch import param_flags
+from trending_assets.ml.bert.loop import (
     Workers,
     autocast,
     fit,
     mixed_precision,
 )
+from trending_assets.ml.bert.model import MeanPoolClassifier
+from trending_assets.ml.bert.params import BertParams, LoopSettings
+from trending_assets.ml.config import section_params
+from trending_assets.settings import load_settings
 
 
 def table(rows: int = 40, seed: int = 0) -> tuple[TokenTable, torch.Tensor]:
@@ -53,6 +55,11 @@ def tiny_network(seed: int = 0) -> MeanPoolClassifier:
 
 
 CPU = Workers(0, 1, torch.device("cpu"))
+
+
+def loop_settings(**values: object) -> LoopSettings:
+    """The configured loop (configs/ `bert:`) with a test's values on top."""
+    return section_params(LoopSettings, "bert", **values)
 
 
 def test_epoch_plan_covers_every_row_once_and_groups_lengths() -> None:
@@ -95,8 +102,8 @@ def test_gradient_accumulation_matches_one_big_batch() -> None:
     results = []
     for accum in (1, 4):
         network = tiny_network()
-        settings = LoopSettings(epochs=2, batch_size=8, learning_rate=1e-2, seed=0,
-                                grad_accum_steps=accum)
+        settings = loop_settings(epochs=2, batch_size=8, learning_rate=1e-2, seed=0,
+                                 grad_accum_steps=accum)
         fit(network, tokens, labels, settings, CPU)
         results.append(network.state_dict())
     for key, value in results[0].items():
@@ -112,8 +119,8 @@ def test_early_stopping_keeps_best_epoch() -> None:
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
         return {"val_macro_f1": next(scores)}
 
-    settings = LoopSettings(epochs=5, batch_size=8, learning_rate=1e-2, seed=0,
-                            early_stopping_patience=2)
+    settings = loop_settings(epochs=5, batch_size=8, learning_rate=1e-2, seed=0,
+                             early_stopping_patience=2)
     logged: list[dict] = []
     result = fit(tiny_network(), tokens, labels, settings, CPU, evaluate=evaluate,
                  on_progress=logged.append)
@@ -186,13 +193,17 @@ def test_rng_state_round_trip() -> None:
 def test_param_flags_reproduce_params() -> None:
     from trending_assets.ml.cli import build_parser, params_from_args
 
-    params = BertParams(model_path="/m", epochs=3, compile=True, learning_rate=3e-4,
-                        head_dropout=0.0, precision="fp32")
-    parser = build_parser("", BertParams)
+    configured = section_params(BertParams, "bert")
+    params = configured.model_copy(update=dict(
+        model_path="/m", epochs=3, compile=True, learning_rate=3e-4, head_dropout=0.0,
+        precision="fp32", batch_size=16))
+    parser = build_parser("", (BertParams, "bert"))
     args = parser.parse_args(["--output-dir", "x", *param_flags(params)])
-    assert params_from_args(BertParams, args) == params
-    assert params_from_args(BertParams, parser.parse_args(
-        ["--output-dir", "x", *param_flags(BertParams())])) == BertParams()
+    assert params_from_args(BertParams, "bert", args) == params
+    assert type(params_from_args(BertParams, "bert", args).batch_size) is int
+    # No flag: the configured value, read from configs/ as the pipeline reads it.
+    assert params_from_args(BertParams, "bert", parser.parse_args(
+        ["--output-dir", "x"])) == configured == load_settings("local").bert
 
 
 def test_precision_fp32_turns_autocast_off_everywhere() -> None:
@@ -207,9 +218,10 @@ def test_precision_fp32_turns_autocast_off_everywhere() -> None:
 
 def test_more_processes_than_gpus_is_refused_before_launch(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from trending_assets.ml import bert_launch
+    from trending_assets.ml.bert import launch as bert_launch
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(bert_launch.subprocess, "Popen", None)  # nothing may start
     with pytest.raises(ValueError, match=r"bert.processes is 2 but this node has 1 GPU\(s\)"):
-        bert_launch.train_bert_processes(None, BertParams(), 2, None, None, print, print)
+        bert_launch.train_bert_processes(None, section_params(BertParams, "bert"), 2, None,
+                                         None, print, print)

@@ -21,7 +21,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true", "HF_HUB_OFF
 
 
 def trainer(data: Path, model: Path, out: Path, checkpoints: Path | None) -> subprocess.Popen:
-    command = [sys.executable, "-m", "trending_assets.ml.train_bert", "--data", str(data),
+    command = [sys.executable, "-m", "trending_assets.ml.bert.train", "--data", str(data),
                "--output-dir", str(out), "--model-path", str(model), "--model-only",
                "--wandb-mode", "disabled", "--progress-lines", "--epochs", str(EPOCHS),
                "--batch-size", str(BATCH), "--learning-rate", "1e-3", "--max-length", "32",

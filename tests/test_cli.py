@@ -151,7 +151,7 @@ def test_trainers_run_without_dagster(tmp_path, tiny_bert_dir, netflix):
     netflix.sample(900, random_state=1).to_csv(data, index=False)
     for module, flags in (
         ("trending_assets.ml.train_xgboost", ["--n-estimators", "10", "--k-best-features", "300"]),
-        ("trending_assets.ml.train_bert", ["--model-path", str(tiny_bert_dir), "--epochs", "1"]),
+        ("trending_assets.ml.bert.train", ["--model-path", str(tiny_bert_dir), "--epochs", "1"]),
     ):
         out = tmp_path / module.rsplit(".", 1)[1]
         done = subprocess.run(
@@ -168,7 +168,7 @@ def test_trainers_run_without_dagster(tmp_path, tiny_bert_dir, netflix):
 
 def test_trainer_help_lists_hyperparameters():
     for module, flag in (("trending_assets.ml.train_xgboost", "--max-depth"),
-                         ("trending_assets.ml.train_bert", "--max-length")):
+                         ("trending_assets.ml.bert.train", "--max-length")):
         done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0

@@ -22,7 +22,7 @@ from resources.storage import ArtifactStoreResource, LocalArtifactStore
 from trending_assets.assets.ingestion import landing_files, raw_titles
 from trending_assets.checks.batch_quality import assess_batch
 from trending_assets.ml.landing_file import load_landing_file
-from trending_assets.ml.limits import LandingLimits
+from trending_assets.ml.limits import LandingLimits, configured_limits
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.settings import SettingsResource, load_settings
 
@@ -56,6 +56,11 @@ def test_configured_limits_are_the_ones_read() -> None:
         max_line_bytes=8 * MB)
 
 
+def configured(**values: int) -> LandingLimits:
+    """The configured limits with a test's values on top (checked like the configuration)."""
+    return LandingLimits.model_validate({**configured_limits().model_dump(), **values})
+
+
 def test_gzip_bomb_of_one_line_is_quarantined_naming_the_limit(taxonomy: Taxonomy) -> None:
     bomb = gzip_of([HEADER], line_mb=40)  # about 40 KB stored
     assessment = assess_batch(bomb, "bomb.csv.gz", taxonomy)
@@ -70,7 +75,7 @@ def test_gzip_bomb_of_one_line_is_quarantined_naming_the_limit(taxonomy: Taxonom
 
 def test_valid_csv_bomb_stops_at_the_row_limit(taxonomy: Taxonomy) -> None:
     bomb = gzip_of([HEADER, ROW * 5000])
-    limits = LandingLimits(max_rows=1000)
+    limits = configured(max_rows=1000)
     assessment = assess_batch(bomb, "rows.csv.gz", taxonomy, read_limits=limits)
     assert assessment.quarantined
     assert "data.landing_limits.max_rows (1,000): the file has more than 1,000 data rows" in (
@@ -82,7 +87,7 @@ def test_valid_csv_bomb_stops_at_the_row_limit(taxonomy: Taxonomy) -> None:
 
 
 def test_expanded_bytes_are_counted_across_short_lines() -> None:
-    limits = LandingLimits(max_expanded_bytes=MB, max_line_bytes=8192)
+    limits = configured(max_expanded_bytes=MB, max_line_bytes=8192)
     load = load_landing_file(gzip_of([HEADER, ROW * 20_000]), "big.csv.gz", limits)
     assert load.limit_exceeded == "max_expanded_bytes"
     assert "the content is larger than 1,048,576 bytes after decompression" in load.problems[0]
@@ -97,10 +102,10 @@ def test_a_huge_value_is_refused_in_every_format(fmt: str) -> None:
             "jsonl": lambda: frame.to_json(orient="records", lines=True).encode(),
             "json": lambda: frame.to_json(orient="records").encode(),
             "parquet": lambda: frame.to_parquet(index=False)}[fmt]()
-    load = load_landing_file(data, f"f.{fmt}", LandingLimits(max_field_chars=4999))
+    load = load_landing_file(data, f"f.{fmt}", configured(max_field_chars=4999))
     assert load.limit_exceeded == "max_field_chars", load.problems
     assert "a value in column 'description' has 5,000 characters" in load.problems[0]
-    assert load_landing_file(data, f"f.{fmt}", LandingLimits(max_field_chars=5000)).problems == []
+    assert load_landing_file(data, f"f.{fmt}", configured(max_field_chars=5000)).problems == []
 
 
 def test_a_stored_file_over_the_limit_is_hashed_not_kept(tmp_path: Path,
@@ -111,7 +116,7 @@ def test_a_stored_file_over_the_limit_is_hashed_not_kept(tmp_path: Path,
     assert (stored.size, stored.sha256, stored.data) == (
         len(data), hashlib.sha256(data).hexdigest(), b"")
     assessment = assess_batch(stored.data, "big.csv", taxonomy,
-                              read_limits=LandingLimits(max_expanded_bytes=MB, max_line_bytes=MB),
+                              read_limits=configured(max_expanded_bytes=MB, max_line_bytes=MB),
                               size_bytes=stored.size, sha256=stored.sha256)
     assert assessment.load.limit_exceeded == "max_expanded_bytes"
     assert f"the file is {len(data):,} bytes" in assessment.reasons[0]

@@ -26,7 +26,7 @@ from tests.conftest import splits_asset, title_splits, write_test_configs
 from trending_assets.assets.training import bert_model
 from trending_assets.definitions import build_definitions
 from trending_assets.governance import reproduce_version
-from trending_assets.ml.bert import BertGenreModel
+from trending_assets.ml.bert.model import BertGenreModel
 from trending_assets.ml.manifest import folder_digest
 from trending_assets.ml.reproduce import ReproductionError
 from trending_assets.settings import ConfigError, SettingsResource, load_settings

@@ -14,6 +14,7 @@ import yaml
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from trending_assets.ml.config import section_params
 from trending_assets.ml.dataset import assign_splits, build_training_table, label_matrix
 from trending_assets.ml.linear import LinearGenreModel, LinearParams
 from trending_assets.ml.stacked_scores import select_features
@@ -26,8 +27,8 @@ NETFLIX = REPO_ROOT / "trending_assets" / "data" / "netflix_titles_genres.csv.gz
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib"}
 TFIDF = TfidfParams(ngram_max=2, min_df=2, max_features=50_000, sublinear_tf=True)
 LINEAR = LinearParams(C=4.0, max_iter=1000, balanced=True)
-XGB = XGBoostParams(n_estimators=20, max_depth=4, learning_rate=0.3, max_bin=32,
-                    k_best_features=500, early_stopping_rounds=30, n_jobs=1)
+XGB = section_params(XGBoostParams, "xgboost", n_estimators=20, max_depth=4, learning_rate=0.3,
+                     max_bin=32, k_best_features=500, early_stopping_rounds=30, n_jobs=1)
 
 
 @dataclass

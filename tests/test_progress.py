@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from trending_assets.ml.bert_loop import LoopSettings, fit
+from trending_assets.ml.bert.loop import fit
 from trending_assets.ml.progress import ProgressReporter, progress_line
 
-from .test_bert_loop import CPU, table, tiny_network
+from .test_bert_loop import CPU, loop_settings, table, tiny_network
 
 
 class FakeClock:
@@ -68,8 +68,8 @@ def test_other_metrics_are_not_progress_lines() -> None:
 ])
 def test_the_training_loop_reports_on_wall_time(seconds_per_reading, expected_steps) -> None:
     tokens, labels = table()  # 40 rows, batch 8, 2 epochs: 10 steps
-    settings = LoopSettings(epochs=2, batch_size=8, learning_rate=1e-2, seed=0,
-                            log_every_steps=1000)
+    settings = loop_settings(epochs=2, batch_size=8, learning_rate=1e-2, seed=0,
+                             log_every_steps=1000)
     reported: list[dict] = []
     fit(tiny_network(), tokens, labels, settings, CPU, on_progress=reported.append,
         clock=FakeClock(seconds_per_reading))

@@ -18,6 +18,7 @@ from resources.registry import AliasConflictError, ModelRegistry
 from resources.storage import ArtifactStore, LocalArtifactStore
 from resources.tracking import TrackedRun, WandbTracker, registry_target
 from trending_assets.governance import complete_wandb_links
+from trending_assets.ml.config import section_params
 from trending_assets.ml.linear import LinearGenreModel, LinearParams
 from trending_assets.ml.tfidf import TfidfEncoder, TfidfParams
 
@@ -116,9 +117,9 @@ def test_conditional_promotion_has_one_winner(store: ArtifactStore) -> None:
 def linear_model() -> LinearGenreModel:
     texts = [f"a {w} story about {w}" for w in ("love", "war", "crime", "space")] * 10
     y = np.array([[1, 0], [0, 1], [0, 1], [1, 0]] * 10, dtype=np.int8)
-    encoder = TfidfEncoder.fit(texts, TfidfParams(min_df=1))
+    encoder = TfidfEncoder.fit(texts, section_params(TfidfParams, "tfidf", min_df=1))
     return LinearGenreModel.fit(encoder, ["Romance", "Action"], sp.csr_matrix(
-        encoder.transform(texts)), y, LinearParams())
+        encoder.transform(texts)), y, section_params(LinearParams, "reference"))
 
 
 def test_load_verifies_every_artifact(tmp_path: Path, linear_model: LinearGenreModel) -> None:

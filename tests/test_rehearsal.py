@@ -35,8 +35,8 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
 from dagster._daemon.sensor import execute_sensor_iteration
 
 from resources.io_manager import read_version, stored_base
-from trending_assets.ml.bert import BertGenreModel, BertParams, train_bert
-from trending_assets.ml.bert_checkpoint import MANIFEST
+from trending_assets.ml.bert.checkpoint import MANIFEST
+from trending_assets.ml.bert.model import BertGenreModel, train_bert
 from trending_assets.ml.dataset import TitleSplits
 from trending_assets.rehearsal import stack
 from trending_assets.rehearsal.kube import KubeStandIn, image_env
@@ -140,7 +140,7 @@ def test_a_killed_bert_pod_is_retried_as_a_new_job_that_resumes(rehearsal):
     store = storage_resources(settings).artifacts.open()
     splits, _ = read_version(store, stored_base(["data_splits"]), TitleSplits)
     stored, _ = read_version(store, stored_base(["bert_model"]), BertGenreModel)
-    params = BertParams(**settings.bert.model_dump(exclude={"processes"}))
+    params = settings.bert
     straight = train_bert(splits.texts("train"), splits.labels("train"), splits.texts("val"),
                           splits.labels("val"), splits.genres, params).model
     ours = stored.model.state_dict()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from sklearn.naive_bayes import MultinomialNB
 from resources.tracking import WandbTracker
 from trending_assets.assets.tuning import xgboost_hyperparameters
 from trending_assets.bench import xgboost as bench
+from trending_assets.ml.config import section_params
 from trending_assets.ml.dataset import (
     TitleSplits,
     assign_splits,
@@ -41,15 +41,15 @@ from trending_assets.ml.xgboost_model import (
     cgroup_cpu_quota,
     cuda_build,
     grid_trials,
-    params_from_dict,
     search_hyperparameters,
     usable_cores,
 )
-from trending_assets.settings import SettingsResource, XGBoostSettings
+from trending_assets.settings import SettingsResource, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = XGBoostParams(n_estimators=15, max_depth=3, learning_rate=0.3, max_bin=32,
-                      k_best_features=300, early_stopping_rounds=10, linear_folds=3, n_jobs=1)
+SMALL = section_params(XGBoostParams, "xgboost", n_estimators=15, max_depth=3,
+                       learning_rate=0.3, max_bin=32, k_best_features=300,
+                       early_stopping_rounds=10, linear_folds=3, n_jobs=1)
 
 
 class Data:
@@ -61,7 +61,7 @@ class Data:
         part = {s: table[table["split"] == s] for s in ("train", "val", "test")}
         self.texts = {s: part[s]["description"].tolist() for s in part}
         self.y = {s: label_matrix(part[s]["labels"], self.genres) for s in part}
-        self.encoder = TfidfEncoder.fit(self.texts["train"], TfidfParams())
+        self.encoder = TfidfEncoder.fit(self.texts["train"], section_params(TfidfParams, "tfidf"))
         self.x = {s: self.encoder.transform(self.texts[s]) for s in part}
 
     def fit(self, params: XGBoostParams = SMALL, **kwargs) -> XGBoostGenreModel:
@@ -83,14 +83,12 @@ def model(data: Data) -> XGBoostGenreModel:
 # --- parameters and settings ------------------------------------------------------------
 
 
-def test_settings_mirror_params() -> None:
-    assert set(XGBoostSettings.model_fields) == {f.name for f in fields(XGBoostParams)}
-    assert XGBoostParams(**XGBoostSettings().model_dump()) == XGBoostParams()
-
-
-def test_shipped_config_is_the_default(tmp_path: Path) -> None:
+def test_settings_hold_the_params_the_trainer_takes() -> None:
+    configured = load_settings("local").xgboost
+    assert type(configured) is XGBoostParams
     base = yaml.safe_load((REPO / "configs" / "base.yaml").read_text())["xgboost"]
-    assert params_from_dict(base) == XGBoostParams()
+    assert configured == XGBoostParams.model_validate(base)
+    assert configured.n_estimators == 400 and configured.max_bin == 16
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -103,15 +101,15 @@ def test_shipped_config_is_the_default(tmp_path: Path) -> None:
 ])
 def test_params_reject_bad_values(bad: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        XGBoostParams(**bad)
-    with pytest.raises(ValueError):
-        XGBoostSettings(**bad)
+        SMALL.replace(**bad)
 
 
-def test_params_from_dict_rejects_unknown_keys() -> None:
-    assert params_from_dict({"max_depth": 3}).max_depth == 3
+def test_params_reject_unknown_and_missing_keys() -> None:
+    assert SMALL.replace(max_depth=2).max_depth == 2
     with pytest.raises(ValueError, match="max_dpeth"):
-        params_from_dict({"max_dpeth": 3})
+        XGBoostParams.model_validate({**SMALL.model_dump(), "max_dpeth": 3})
+    with pytest.raises(ValueError, match="max_depth"):  # no default to fall back on
+        XGBoostParams.model_validate(SMALL.model_dump(exclude={"max_depth"}))
 
 
 # --- CPU limit --------------------------------------------------------------------------
@@ -249,7 +247,7 @@ def test_predictions_and_thresholds(model: XGBoostGenreModel, data: Data) -> Non
 
 def test_boosting_starts_from_the_linear_scores(data: Data) -> None:
     # One tiny step: predictions are the linear model's probabilities, barely corrected.
-    params = XGBoostParams(**{**asdict(SMALL), "n_estimators": 1, "learning_rate": 1e-4})
+    params = SMALL.replace(n_estimators=1, learning_rate=1e-4)
     tiny = data.fit(params)
     expected = expit(data.x["test"] @ tiny.linear[0].T + tiny.linear[1])
     np.testing.assert_allclose(tiny.predict_proba(data.texts["test"]), expected, atol=1e-3)
@@ -266,7 +264,7 @@ def test_roundtrip_without_pickle(model: XGBoostGenreModel, data: Data, tmp_path
     with np.load(tmp_path / "linear_scores.npz", allow_pickle=False) as arrays:
         assert sorted(arrays.files) == ["coef", "intercept", "nb_coef", "nb_intercept"]
     meta = json.loads((tmp_path / "xgboost_model.json").read_text())
-    assert meta["params"] == asdict(SMALL)
+    assert meta["params"] == SMALL.model_dump()
     loaded = XGBoostGenreModel.load(tmp_path)
     assert loaded.params == SMALL and loaded.genres == data.genres
     np.testing.assert_array_equal(loaded.thresholds, model.thresholds)
@@ -281,7 +279,7 @@ def test_load_refuses_missing_linear_scores(model: XGBoostGenreModel, tmp_path: 
 
 
 def test_without_linear_scores_and_multi_output_trees(data: Data, tmp_path: Path) -> None:
-    plain = XGBoostParams(**{**asdict(SMALL), "linear_folds": 0, "boost_from_linear": False,
+    plain = SMALL.replace(**{"linear_folds": 0, "boost_from_linear": False,
                              "nb_scores": False, "multi_strategy": "multi_output_tree",
                              "rare_genre_weight": 0.5})
     fitted = data.fit(plain)
@@ -303,7 +301,7 @@ def test_validation_shape_checked(data: Data) -> None:
 @pytest.mark.skipif(cuda_build(), reason="this XGBoost build has CUDA")
 def test_cuda_on_a_cpu_build_is_a_clear_error(data: Data) -> None:
     with pytest.raises(ValueError, match="CUDA"):
-        data.fit(XGBoostParams(**{**asdict(SMALL), "device": "cuda"}))
+        data.fit(SMALL.replace(device="cuda"))
 
 
 # --- search -----------------------------------------------------------------------------
@@ -329,7 +327,7 @@ def test_search_logs_every_trial_and_picks_the_best(data: Data) -> None:
     scores = [t["val_macro_f1"] for t in result["trials"]]
     assert result["best_trial"] == int(np.argmax(scores))
     assert result["best"] == result["trials"][result["best_trial"]]["params"]
-    assert params_from_dict(result["best"]).max_depth in (2, 3)
+    assert XGBoostParams.model_validate(result["best"]).max_depth in (2, 3)
     assert all(0 < s <= 1 for s in scores)
     json.dumps(result)  # JSON-able: stored by the IO manager and W&B as is
 
@@ -350,7 +348,7 @@ def test_tuning_asset_runs_alone_and_skips_beside_training(data: Data, tmp_path:
         return 1
 
     resources = {
-        "settings": SettingsResource(overrides_json=json.dumps({"xgboost": asdict(SMALL)})),
+        "settings": SettingsResource(overrides_json=json.dumps({"xgboost": SMALL.model_dump()})),
         "tracker": WandbTracker(mode="offline", dir=str(tmp_path / "wandb")),
     }
     alone = materialize_to_memory([features, splits, xgboost_hyperparameters],
@@ -359,7 +357,7 @@ def test_tuning_asset_runs_alone_and_skips_beside_training(data: Data, tmp_path:
     value = alone.output_for_node("xgboost_hyperparameters")
     assert len(value["trials"]) == len(grid_trials(SMALL, DEFAULT_SEARCH_GRID))
     assert value["settings_overlay"] == {"xgboost": value["best"]}
-    assert params_from_dict(value["best"]).n_estimators == SMALL.n_estimators
+    assert XGBoostParams.model_validate(value["best"]).n_estimators == SMALL.n_estimators
     runs = list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
 
@@ -434,7 +432,7 @@ def test_worker_process_reports_json(data: Data, tmp_path: Path) -> None:
     assert loaded.genres == data.genres and loaded.test_texts == data.texts["test"]
     assert (loaded.train[1][0] != data.x["train"]).nnz == 0
     config = {"reference": {"C": 4.0, "max_iter": 1000, "balanced": True},
-              "xgboost": asdict(SMALL), "threads": 1}
+              "xgboost": SMALL.model_dump(), "threads": 1}
     ours = bench.run_isolated("ours", 1, config, tmp_path, repeat=2)
     assert ours.pop("ok") is True
     assert ours["fits"] == 2

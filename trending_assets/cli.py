@@ -40,6 +40,7 @@ from trending_assets.checks.model_gates import gate_check_name
 from trending_assets.cli_lock import CliBusyError, exclusive_cli_run
 from trending_assets.exits import exit_on_config_error
 from trending_assets.governance import complete_wandb_links, reproduce_version
+from trending_assets.ml import families
 from trending_assets.ml.reproduce import ReproductionError
 from trending_assets.retraining import current_fingerprint, decide_retrain
 from trending_assets.settings import ConfigError, Settings, dagster_home, load_settings
@@ -47,7 +48,7 @@ from trending_assets.stale_runs import cli_process_tags, fail_dead_cli_runs
 from trending_assets.storage_resources import storage_resources
 
 SAMPLE_FILE = "netflix_titles_genres.csv.gz"
-FAMILIES = ("reference", "xgboost", "bert")
+FAMILIES = families.names()  # the family registry (ml/families.py), in its order
 MANUAL_TAGS = {"trending/trigger": "cli", **cli_process_tags()}
 
 
@@ -128,11 +129,12 @@ def summarize(instance: DagsterInstance, run_id: str | None) -> list[SummaryRow]
         gate = _latest_check(instance, f"{family}_evaluation", gate_check_name(family))
         registered = _latest_metadata(instance, f"registered_{family}_model")
         same_run = registered.get("dagster_run_id") == run_id if run_id else True
-        if gate.startswith("FAILED: ") and family != "reference":
+        registrable = families.family(family).registered
+        if gate.startswith("FAILED: ") and registrable:
             # Below the value gate: the registration refused it, first failed criterion first.
             first = gate.removeprefix("FAILED: ").split("; ")[0]
             gate = f"refused: {(same_run and registered.get('reason')) or first}"
-        if family == "reference":
+        if not registrable:
             version = "not registered (baseline)"
         elif registered and same_run and registered.get("version") is None:
             version = "not registered (refused)"

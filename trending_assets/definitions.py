@@ -3,20 +3,11 @@
 from dagster import AssetsDefinition, Definitions, ExecutorDefinition, multiprocess_executor
 
 from resources.tracking import WandbTracker
-from trending_assets.assets.evaluation import (
-    bert_evaluation,
-    reference_evaluation,
-    xgboost_evaluation,
-)
+from trending_assets.assets.evaluation import evaluation_assets
 from trending_assets.assets.features import data_splits, tfidf_features
 from trending_assets.assets.ingestion import raw_titles, training_data
-from trending_assets.assets.registry import registered_bert_model, registered_xgboost_model
-from trending_assets.assets.training import (
-    bert_model,
-    build_bert_model,
-    reference_model,
-    xgboost_model,
-)
+from trending_assets.assets.registry import registration_assets
+from trending_assets.assets.training import training_assets
 from trending_assets.assets.tuning import xgboost_hyperparameters
 from trending_assets.automation.jobs import ingest_job, training_job, tuning_job
 from trending_assets.automation.wiring import automation_resources, build_automation
@@ -24,12 +15,16 @@ from trending_assets.k8s import executor_config, step_op_tags
 from trending_assets.settings import Settings, SettingsResource, load_settings
 from trending_assets.storage_resources import storage_resources
 
-ASSETS = [
-    raw_titles, training_data, data_splits, tfidf_features,
-    reference_model, xgboost_model, bert_model, xgboost_hyperparameters,
-    reference_evaluation, xgboost_evaluation, bert_evaluation,
-    registered_xgboost_model, registered_bert_model,
-]
+
+def all_assets(bert_op_tags: dict | None = None) -> list[AssetsDefinition]:
+    """The graph: data and features, then per model family (ml/families.py) its training,
+    evaluation and registration assets; `bert_op_tags` carry bert_model's pod."""
+    return [raw_titles, training_data, data_splits, tfidf_features,
+            *training_assets(bert_op_tags), xgboost_hyperparameters,
+            *evaluation_assets(), *registration_assets()]
+
+
+ASSETS = all_assets()
 
 
 def build_resources(settings: Settings, overrides: str = "{}") -> dict[str, object]:
@@ -67,8 +62,7 @@ def build_executor(settings: Settings) -> ExecutorDefinition | None:
 def build_assets(settings: Settings) -> list[AssetsDefinition]:
     """ASSETS with this environment's GPU step tags (the GPU limit, node pool and /dev/shm
     of `k8s.steps.bert_model`) on bert_model."""
-    tagged = build_bert_model(step_op_tags(settings.k8s, bert_model.node_def.name))
-    return [tagged if a is bert_model else a for a in ASSETS]
+    return all_assets(step_op_tags(settings.k8s, "bert_model"))
 
 
 def build_definitions(settings: Settings, overrides: str = "{}") -> Definitions:

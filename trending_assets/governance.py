@@ -24,6 +24,7 @@ from resources.notify import Alert
 from resources.registry import CHAMPION_ALIAS, ModelRegistry
 from resources.tracking import complete_link, registry_target
 from trending_assets.lineage import table_version
+from trending_assets.ml import families
 from trending_assets.ml.dataset import TitleSplits
 from trending_assets.ml.gate import (
     Blessing,
@@ -98,7 +99,7 @@ def register_candidate(registry: ModelRegistry, candidate: Candidate,
     and the champion's files are sha256-checked before the decision is committed
     (ArtifactIntegrityError names a damaged one)."""
     settings, family, model_name = candidate.settings, candidate.family, candidate.model_name
-    gate = getattr(settings.gates, family)
+    gate = settings.gates.of(family)
     rows = rows_digest(candidate.splits.table, candidate.splits.genres)
     metrics = gate_metrics(candidate.evaluation.overall, candidate.evaluation.slices)
     champion = champion_evidence(registry, model_name, family, candidate.model_type,
@@ -192,11 +193,13 @@ def _documents(candidate: Candidate, blessing: Blessing, gate: GateSettings,
         "taxonomy_file": settings.data.taxonomy_file,
         "taxonomy_sha256": _sha256_json(load_taxonomy_config(settings)),
     }
-    training_config = {"params": config_dump[family],
-                       **({"tfidf": config_dump["tfidf"]} if family != "bert" else {}),
+    spec = families.family(family)
+    training_config = {"params": config_dump[spec.section],
+                       **({"tfidf": config_dump["tfidf"]} if spec.input == "tfidf" else {}),
                        "split": config_dump["data"]["split"]}
     base_model = None
-    if family == "bert":  # recorded when training started (see BertGenreModel.base_model)
+    if hasattr(candidate.model, "base_model"):  # fine-tuned from base weights (BERT):
+        # recorded when training started (see BertGenreModel.base_model)
         base_model = candidate.model.base_model or _base_model_now(settings)
 
     def documents(version: int) -> dict[str, bytes]:
@@ -212,7 +215,7 @@ def _documents(candidate: Candidate, blessing: Blessing, gate: GateSettings,
             model=candidate.model_name, version=version, family=family,
             git_commit=fields["git_commit"], config=config_dump,
             seeds={"split_salt": settings.data.split.salt,
-                   "model": config_dump[family].get("seed")},
+                   "model": config_dump[spec.section].get("seed")},
             data=data, base_model=base_model)
         return {
             "model_card.md": model_card_markdown(card).encode(),
@@ -319,14 +322,15 @@ def reproduce_version(settings: Settings, model: str, version: int) -> Reproduct
             f"{model} v{version}: the stored split table hashes to {found}, the manifest "
             f"recorded {data['content_hash']}; the data the version was trained on is gone")
     family, config = manifest["family"], manifest["config"]
-    if family == "bert":  # an s3:// base model is trained from its local copy
-        config = {**config, "bert": {**config["bert"], "model_path": local_model_folder(
-            config["bert"]["model_path"], settings.storage.cache,
+    section = families.family(family).section
+    if "model_path" in config[section]:  # an s3:// base model is trained from its local copy
+        config = {**config, section: {**config[section], "model_path": local_model_folder(
+            config[section]["model_path"], settings.storage.cache,
             settings.storage.s3_endpoint_url)}}
     model_object = retrain(family, splits, config, manifest.get("base_model"))
     result = evaluate_on_splits(model_object, family, splits)
     rows = compare_metrics(record["gate_metrics"], gate_metrics(result.overall, result.slices))
-    return Reproduction(model, version, family, settings.registry.reproduce_tolerance[family],
+    return Reproduction(model, version, family, settings.registry.tolerance(family),
                         rows, environment_differences(manifest))
 
 

@@ -13,7 +13,7 @@ import socket
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from resources.storage import ArtifactCheckpoints, ArtifactStore
-from trending_assets.ml.bert_checkpoint import discard_checkpoints
+from trending_assets.ml.bert.checkpoint import discard_checkpoints
 
 PID_TAG = "trending/cli_pid"
 HOST_TAG = "trending/cli_host"

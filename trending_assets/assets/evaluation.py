@@ -23,11 +23,9 @@ from resources.tracking import WandbTracker
 from trending_assets.assets import ML_OWNERS
 from trending_assets.checks.model_gates import gate_check_spec, gate_result
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
-from trending_assets.ml.bert import BertGenreModel
+from trending_assets.ml import families
 from trending_assets.ml.dataset import TitleSplits
-from trending_assets.ml.linear import LinearGenreModel
 from trending_assets.ml.report import EvaluationResult, evaluate_on_splits
-from trending_assets.ml.xgboost_model import XGBoostGenreModel
 from trending_assets.settings import SettingsResource
 
 # Bump when what the assets compute changes (see trending_assets/assets/__init__.py).
@@ -93,7 +91,7 @@ def _evaluate_and_gate(
         "wandb_run": run.path,
         **as_metadata(fields, figures),
     })
-    yield gate_result(family, result, getattr(config.gates, family))
+    yield gate_result(family, result, config.gates.of(family))
 
 
 def evaluation_asset(family: str, model_type: type, baseline_key: str | None) -> AssetsDefinition:
@@ -125,6 +123,10 @@ def evaluation_asset(family: str, model_type: type, baseline_key: str | None) ->
     return _evaluation
 
 
-reference_evaluation = evaluation_asset("reference", LinearGenreModel, None)
-xgboost_evaluation = evaluation_asset("xgboost", XGBoostGenreModel, "reference_evaluation")
-bert_evaluation = evaluation_asset("bert", BertGenreModel, "reference_evaluation")
+def evaluation_assets() -> list[AssetsDefinition]:
+    """`<family>_evaluation` for every family in registry order; each one but the
+    baseline's is compared with the baseline's evaluation."""
+    base = families.baseline()
+    return [evaluation_asset(f.name, f.model_type,
+                             None if f.name == base else f"{base}_evaluation")
+            for f in families.FAMILIES.values()]

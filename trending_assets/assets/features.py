@@ -1,6 +1,5 @@
 """training_data -> data_splits -> tfidf_features."""
 
-from dataclasses import asdict
 
 import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, Output, TableColumn, TableSchema, asset
@@ -17,7 +16,7 @@ from trending_assets.ml.dataset import (
 )
 from trending_assets.ml.landing_file import read_titles
 from trending_assets.ml.taxonomy import Taxonomy
-from trending_assets.ml.tfidf import TfidfEncoder, TfidfFeatures, TfidfParams
+from trending_assets.ml.tfidf import TfidfEncoder, TfidfFeatures
 from trending_assets.settings import SettingsResource
 
 # Bump when what the asset computes changes (see trending_assets/assets/__init__.py).
@@ -50,8 +49,8 @@ def data_splits(
         ood_path = config.data.ood_path()
         if ood_path is not None:
             ood = out_of_distribution_table(
-                read_titles(ood_path.read_bytes(), ood_path.name), taxonomy, genres,
-                config.data.ood_max_rows, split.salt)
+                read_titles(ood_path.read_bytes(), ood_path.name, config.data.landing_limits),
+                taxonomy, genres, config.data.ood_max_rows, split.salt)
             table = pd.concat([table, ood], ignore_index=True)
         splits = TitleSplits(table, genres)
     return Output(splits, metadata={
@@ -70,7 +69,7 @@ def tfidf_features(
     context: AssetExecutionContext, settings: SettingsResource, data_splits: TitleSplits
 ) -> Output[TfidfFeatures]:
     config = settings.get()
-    params = TfidfParams(**config.tfidf.model_dump())
+    params = config.tfidf
     with measured() as figures:
         encoder = TfidfEncoder.fit(data_splits.texts("train"), params)
         features = TfidfFeatures(
@@ -81,5 +80,5 @@ def tfidf_features(
     return Output(features, metadata={
         **as_metadata(lineage(context, config, table_version(data_splits.table)), figures),
         "n_features": encoder.n_features,
-        "params": MetadataValue.json(asdict(params)),
+        "params": MetadataValue.json(params.model_dump()),
     })

@@ -37,11 +37,10 @@ from trending_assets.governance import (
     register_candidate,
 )
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
-from trending_assets.ml.bert import BertGenreModel
+from trending_assets.ml import families
 from trending_assets.ml.dataset import TitleSplits
 from trending_assets.ml.gate import Blessing, Override
 from trending_assets.ml.report import EvaluationResult
-from trending_assets.ml.xgboost_model import XGBoostGenreModel
 from trending_assets.settings import SettingsResource
 
 MODEL_NAME_PREFIX = "trending-now"
@@ -170,5 +169,7 @@ def _link_in_wandb(context: AssetExecutionContext, tracker: WandbTracker,
     return link
 
 
-registered_xgboost_model = registered_model_asset("xgboost", XGBoostGenreModel)
-registered_bert_model = registered_model_asset("bert", BertGenreModel)
+def registration_assets() -> list[AssetsDefinition]:
+    """`registered_<family>_model` for every registered family, in registry order."""
+    return [registered_model_asset(name, families.family(name).model_type)
+            for name in families.registered_names()]

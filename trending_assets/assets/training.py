@@ -2,7 +2,6 @@
 
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +19,18 @@ from resources.storage import ArtifactCheckpoints, ArtifactStoreResource
 from resources.tracking import TrackedRun, WandbTracker
 from trending_assets.assets import ML_OWNERS
 from trending_assets.lineage import as_metadata, lineage, measured, table_version
-from trending_assets.ml.bert import BertGenreModel, BertParams, train_bert
-from trending_assets.ml.bert_checkpoint import discard_checkpoints
-from trending_assets.ml.bert_launch import train_bert_processes
+from trending_assets.ml import families
+from trending_assets.ml.bert.checkpoint import discard_checkpoints
+from trending_assets.ml.bert.launch import train_bert_processes
+from trending_assets.ml.bert.model import BertGenreModel, train_bert
 from trending_assets.ml.dataset import TitleSplits
-from trending_assets.ml.linear import LinearGenreModel, LinearParams
+from trending_assets.ml.families import ModelFamily
 from trending_assets.ml.progress import progress_line
 from trending_assets.ml.reproduce import base_model_record
 from trending_assets.ml.tfidf import TfidfFeatures
-from trending_assets.ml.xgboost_model import XGBoostGenreModel, XGBoostParams
 from trending_assets.settings import SettingsResource
 
-# Bump when what the asset computes changes (see trending_assets/assets/__init__.py).
-REFERENCE_MODEL_CODE_VERSION = "1"
-XGBOOST_MODEL_CODE_VERSION = "1"
-BERT_MODEL_CODE_VERSION = "2"
+BERT = families.family("bert")
 
 
 def training_pool(family: str) -> str:
@@ -55,7 +51,7 @@ def train_tracked(
     fields = lineage(context, config, data_version)
     with tracker.start_run(
         name=f"{family}-{context.run.run_id[:8]}", job_type="train", group=context.run.run_id,
-        config={"family": family, "params": asdict(params), "lineage": fields},
+        config={"family": family, "params": params.model_dump(), "lineage": fields},
         run_id=f"{family}-{context.run.run_id}",
     ) as run:
         with measured() as figures:
@@ -67,64 +63,47 @@ def train_tracked(
         run.summarize(figures)
     return Output(model, metadata={
         **as_metadata(fields, figures),
-        "params": MetadataValue.json(asdict(params)),
+        "params": MetadataValue.json(params.model_dump()),
         "wandb_run": run.path,
         "wandb_dir": MetadataValue.path(run.folder),
     })
 
 
-@asset(group_name="models", kinds={"scikitlearn", "wandb"}, owners=ML_OWNERS,
-       code_version=REFERENCE_MODEL_CODE_VERSION, pool=training_pool("reference"),
-       description="TF-IDF + one-vs-rest logistic regression: the simplest model that works.")
-def reference_model(
-    context: AssetExecutionContext, settings: SettingsResource, tracker: WandbTracker,
-    tfidf_features: TfidfFeatures, data_splits: TitleSplits,
-) -> Output[LinearGenreModel]:
-    params = LinearParams(**settings.get().reference.model_dump())
-    f = tfidf_features
-    return train_tracked(
-        context, settings, tracker, "reference", params, table_version(data_splits.table),
-        lambda _run: LinearGenreModel.fit(f.encoder, f.genres, f.x_train, f.y_train, params),
-    )
+def features_model_asset(spec: ModelFamily) -> AssetsDefinition:
+    """`<family>_model` for a family that trains on the TF-IDF features (ml/families.py)."""
 
+    @asset(name=f"{spec.name}_model", group_name="models", kinds=set(spec.kinds),
+           owners=ML_OWNERS, code_version=spec.code_version, pool=training_pool(spec.name),
+           description=spec.description)
+    def _model(
+        context: AssetExecutionContext, settings: SettingsResource, tracker: WandbTracker,
+        tfidf_features: TfidfFeatures, data_splits: TitleSplits,
+    ) -> Output:
+        params = getattr(settings.get(), spec.section)
+        return train_tracked(
+            context, settings, tracker, spec.name, params, table_version(data_splits.table),
+            lambda run: spec.fit(tfidf_features, params, run.log))
 
-@asset(group_name="models", kinds={"xgboost", "wandb"}, owners=ML_OWNERS,
-       code_version=XGBOOST_MODEL_CODE_VERSION, pool=training_pool("xgboost"),
-       description="XGBoost boosted from out-of-fold linear genre scores, on those scores + "
-                   "chi-squared-selected TF-IDF terms (sparse), early-stopped on validation. "
-                   "Parameters: settings `xgboost` (the optional xgboost_hyperparameters asset "
-                   "suggests an overlay).")
-def xgboost_model(
-    context: AssetExecutionContext, settings: SettingsResource, tracker: WandbTracker,
-    tfidf_features: TfidfFeatures, data_splits: TitleSplits,
-) -> Output[XGBoostGenreModel]:
-    params = XGBoostParams(**settings.get().xgboost.model_dump())
-    f = tfidf_features
-    return train_tracked(
-        context, settings, tracker, "xgboost", params, table_version(data_splits.table),
-        lambda run: XGBoostGenreModel.fit(
-            f.encoder, f.genres, f.x_train, f.y_train, f.x_val, f.y_val, params, log_fn=run.log),
-    )
+    return _model
 
 
 def build_bert_model(op_tags: Mapping[str, Any] | None = None) -> AssetsDefinition:
     """The bert_model asset; `op_tags` carry its pod (GPU limit, node pool, /dev/shm) as
     `dagster-k8s/config`, built from `k8s:` in configs/ by trending_assets.k8s."""
 
-    @asset(group_name="models", kinds={"pytorch", "huggingface", "wandb"}, owners=ML_OWNERS,
-           code_version=BERT_MODEL_CODE_VERSION, pool=training_pool("bert"),
+    @asset(group_name="models", kinds=set(BERT.kinds), owners=ML_OWNERS,
+           code_version=BERT.code_version, pool=training_pool(BERT.name),
            op_tags=op_tags, retry_policy=RetryPolicy(max_retries=3, delay=10),
-           description="BERT-family transformer (bundled MiniLM by default) fine-tuned for "
-                       "multi-label genres.")
+           description=BERT.description)
     def bert_model(
         context: AssetExecutionContext, settings: SettingsResource, tracker: WandbTracker,
         artifacts: ArtifactStoreResource, data_splits: TitleSplits,
     ) -> Output[BertGenreModel]:
         config = settings.get()
-        params = BertParams(**config.bert.model_dump(exclude={"processes"}))
+        params = config.bert
         # An s3:// base model is copied once into the local cache; W&B still records the URI.
-        fit_params = replace(params, model_path=local_model_folder(
-            params.model_path, config.storage.cache, config.storage.s3_endpoint_url))
+        fit_params = params.model_copy(update={"model_path": local_model_folder(
+            params.model_path, config.storage.cache, config.storage.s3_endpoint_url)})
         # What training starts from, hashed now: registration records this, not the base folder
         # as it is by then.
         base_model = base_model_record(config.bert.model_dump(), fit_params.model_path)
@@ -174,3 +153,11 @@ def build_bert_model(op_tags: Mapping[str, Any] | None = None) -> AssetsDefiniti
 
 
 bert_model = build_bert_model()
+
+
+def training_assets(bert_op_tags: Mapping[str, Any] | None = None) -> list[AssetsDefinition]:
+    """`<family>_model` for every registered family, in registry order: TF-IDF families
+    through the generic asset, the text family (BERT) through its own, which launches
+    torchrun workers and checkpoints to the artifact store; `bert_op_tags` carry its pod."""
+    return [features_model_asset(spec) if spec.input == "tfidf"
+            else build_bert_model(bert_op_tags) for spec in families.FAMILIES.values()]

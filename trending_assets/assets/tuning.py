@@ -19,7 +19,6 @@ settings resource's `overrides_json`, e.g. '{"xgboost": {"learning_rate": 0.05, 
 import json
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ from trending_assets.ml.dataset import TitleSplits
 from trending_assets.ml.tfidf import TfidfFeatures
 from trending_assets.ml.xgboost_model import (
     DEFAULT_SEARCH_GRID,
-    XGBoostParams,
     search_hyperparameters,
 )
 from trending_assets.settings import SettingsResource
@@ -62,13 +60,13 @@ def xgboost_hyperparameters(
                          "materialize the search on its own")
         return
     config = settings.get()
-    base = XGBoostParams(**config.xgboost.model_dump())
+    base = config.xgboost
     fields = lineage(context, config, table_version(data_splits.table))
     f = tfidf_features
     with tracker.start_run(
         name=f"xgboost-search-{context.run.run_id[:8]}", job_type="tune",
         group=context.run.run_id,
-        config={"family": "xgboost", "base": asdict(base), "grid": DEFAULT_SEARCH_GRID,
+        config={"family": "xgboost", "base": base.model_dump(), "grid": DEFAULT_SEARCH_GRID,
                 "lineage": fields},
     ) as run:
         def log_trial(values: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from dagster import (
     AssetKey,
@@ -60,12 +60,12 @@ from trending_assets.automation.alerts import UiLinks
 from trending_assets.automation.jobs import training_job
 from trending_assets.checks.data_quality import TrainingDataBlocked, require_training_data_passed
 from trending_assets.exits import exit_on_config_error
+from trending_assets.ml.families import names, registered_names, sections
 from trending_assets.settings import ConfigError, Settings, load_settings
 
 REQUESTS_PREFIX = "requests/"
 PROCESSED_PREFIX = "processed/"
-FAMILIES = ("reference", "xgboost", "bert")
-HYPERPARAMETER_SECTIONS = ("tfidf", "reference", "xgboost", "bert")
+FAMILIES = names()  # from the family registry (ml/families.py), in its order
 REASON_TAG = "trending/retrain_reason"
 REQUESTED_BY_TAG = "trending/requested_by"
 REQUEST_TAG = "trending/retrain_request"
@@ -76,17 +76,27 @@ class RetrainRequest(BaseModel):
 
     reason: str = Field(min_length=1, max_length=500)
     requested_by: str = Field(min_length=1, max_length=200)
-    families: tuple[Literal["reference", "xgboost", "bert"], ...] = Field(FAMILIES, min_length=1)
+    # Checked against the registry as it is when a request is read, not when imported.
+    families: tuple[str, ...] = Field(default_factory=names, min_length=1)
     overrides: dict[str, Any] = Field(default_factory=dict)
     data_version: str | None = Field(None, min_length=1)
+
+    @field_validator("families")
+    @classmethod
+    def _registered_families(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [f for f in value if f not in names()]
+        if unknown:
+            raise ValueError(f"unknown model family {', '.join(map(repr, unknown))}: use "
+                             f"{', '.join(map(repr, names()))}")
+        return value
 
     @field_validator("overrides")
     @classmethod
     def _hyperparameters_only(cls, value: dict[str, Any]) -> dict[str, Any]:
-        other = sorted(set(value) - set(HYPERPARAMETER_SECTIONS))
+        other = sorted(set(value) - set(sections()))
         if other:
             raise ValueError(f"only hyperparameter sections may be overridden "
-                             f"({', '.join(HYPERPARAMETER_SECTIONS)}), not {other}")
+                             f"({', '.join(sections())}), not {other}")
         return value
 
 
@@ -160,7 +170,7 @@ def training_selection(families: Sequence[str], rebuild_data: bool) -> list[Asse
     names = ["data_splits", "tfidf_features", "reference_model", "reference_evaluation"]
     if rebuild_data:
         names.insert(0, "training_data")
-    for family in ("xgboost", "bert"):
+    for family in registered_names():
         if family in families:
             names += [f"{family}_model", f"{family}_evaluation", f"registered_{family}_model"]
     return [AssetKey(n) for n in names]

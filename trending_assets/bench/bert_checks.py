@@ -8,7 +8,7 @@ The loop's CUDA-only paths (bf16 autocast, CUDA random state in checkpoints, GPU
 utilisation figures, the NCCL process group) never run in CI, which has no GPU. Each check
 trains a tiny random BERT (BertConfig: hidden 32, 2 layers, 2 heads; nothing downloaded) on
 the benchmark's synthetic "short" token stream (`bench.bert.synthetic_stream`) with
-`bert_loop.fit` on `default_device()` (CUDA if present, else CPU), and gives one row:
+`bert.loop.fit` on `default_device()` (CUDA if present, else CPU), and gives one row:
 check, device, passed, figure, detail. On CPU the same checks prove the CPU behaviour.
 
 - precision: a 30-step fit. Every step's loss is finite and the last steps' mean is below
@@ -32,7 +32,7 @@ check, device, passed, figure, detail. On CPU the same checks prove the CPU beha
   the device's memory) and a utilisation in [0, 100]; utilisation may be None only when
   `torch.cuda.utilization` itself fails (no pynvml/NVML: the detail quotes the error). On
   CPU the row passes, with detail "not applicable on cpu", only if both figures are None.
-- data_parallel: torchrun (`torch.distributed.run`, the launcher `bert_launch` uses) starts
+- data_parallel: torchrun (`torch.distributed.run`, the launcher `bert.launch` uses) starts
   this module as worker processes that join through the product's `start_workers()` (gloo
   on CPU, NCCL on CUDA), all-reduce one probe tensor, and train with `fit`; rank 0's weights
   are compared with a one-process run (dropout off: each process draws its own masks).
@@ -59,7 +59,7 @@ when any check failed (a check that raises fails with the error as its detail).
 
 Imports only torch, numpy, transformers and safetensors, like the benchmark, so it runs on
 a bare GPU image. That is why data_parallel starts torchrun itself instead of calling
-`bert_launch.train_bert_processes`: the launcher and its worker CLI (`ml.train_bert`) need
+`bert.launch.train_bert_processes`: the launcher and its worker CLI (`ml.bert.train`) need
 pandas, PyYAML, scikit-learn and a tokenizer folder.
 """
 
@@ -79,7 +79,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -88,12 +88,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import load_file, save_file
 
 from trending_assets.bench import bert as bench
-from trending_assets.ml.bert import MeanPoolClassifier
-from trending_assets.ml.bert_checkpoint import Checkpointer, DirectoryCheckpointStorage
-from trending_assets.ml.bert_data import TokenTable
-from trending_assets.ml.bert_loop import (
+from trending_assets.ml.bert.checkpoint import Checkpointer, DirectoryCheckpointStorage
+from trending_assets.ml.bert.data import TokenTable
+from trending_assets.ml.bert.loop import (
     FitResult,
-    LoopSettings,
     Workers,
     autocast,
     default_device,
@@ -101,7 +99,11 @@ from trending_assets.ml.bert_loop import (
     start_workers,
     stop_workers,
 )
+from trending_assets.ml.bert.model import MeanPoolClassifier
 from trending_assets.ml.markdown import md_table
+
+if TYPE_CHECKING:
+    from trending_assets.ml.bert.params import LoopSettings
 
 CHECKS = ("precision", "resume", "metrics", "data_parallel")
 MODULE = "trending_assets.bench.bert_checks"  # what torchrun starts as a worker
@@ -151,8 +153,8 @@ def stream(steps: int, seed: int) -> tuple[TokenTable, torch.Tensor]:
 
 def settings(epochs: int, seed: int, **overrides: Any) -> LoopSettings:
     # No warm-up: the loss falls from the first step and the weights move from the first.
-    return LoopSettings(epochs=epochs, batch_size=BATCH, learning_rate=LEARNING_RATE,
-                        seed=seed, warmup_ratio=0.0, **{"log_every_steps": 10**9, **overrides})
+    return bench.loop_settings(epochs=epochs, batch_size=BATCH, learning_rate=LEARNING_RATE,
+                               seed=seed, **overrides)
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

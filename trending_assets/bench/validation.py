@@ -150,13 +150,13 @@ def worker(phase: str, rows: int, repeat: int) -> dict[str, Any]:
         out["quality_passed"] = gates[0].quality.success
         out["drift_level"] = gates[0].drift_level
     else:
-        from trending_assets.ml.tfidf import TfidfEncoder, TfidfParams
+        from trending_assets.ml.tfidf import TfidfEncoder
 
         split = settings.data.split
         splits = assign_splits(table, split.val_fraction, split.test_fraction, split.salt)
         train = splits.loc[splits["split"] == "train", "description"].tolist()
         val = splits.loc[splits["split"] == "val", "description"].tolist()
-        params = TfidfParams(**settings.tfidf.model_dump())
+        params = settings.tfidf
 
         def run() -> None:
             encoder = TfidfEncoder.fit(train, params)

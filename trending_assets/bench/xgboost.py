@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +69,11 @@ from trending_assets.ml.landing_file import read_titles
 from trending_assets.ml.linear import LinearGenreModel, LinearParams
 from trending_assets.ml.report import evaluate
 from trending_assets.ml.taxonomy import Taxonomy
-from trending_assets.ml.tfidf import TfidfEncoder, TfidfParams
+from trending_assets.ml.tfidf import TfidfEncoder
 from trending_assets.ml.xgboost_model import (
     XGBoostGenreModel,
     XGBoostParams,
     cuda_build,
-    params_from_dict,
     usable_cores,
 )
 from trending_assets.settings import Settings, load_settings, load_taxonomy_config
@@ -239,8 +238,8 @@ def fit_model(data: BenchData, name: str, scale: int, config: dict[str, Any]) ->
     x, y = data.train[scale]
     if name == "reference":
         return LinearGenreModel.fit(data.encoder, data.genres, x, y,
-                                    LinearParams(**config["reference"]))
-    ours = params_from_dict(config["xgboost"])
+                                    LinearParams.model_validate(config["reference"]))
+    ours = XGBoostParams.model_validate(config["xgboost"])
     if name == "naive":
         return NaiveXGBoost.fit(data.encoder, data.genres, x, y, data.x_val, data.y_val,
                                 ours.early_stopping_rounds, config["threads"])
@@ -372,7 +371,7 @@ def load_average() -> str:
 
 def prepare(settings: Settings, data: Path, scales: Sequence[int]) -> tuple[BenchData, dict]:
     splits = load_splits(settings, data)
-    encoder = TfidfEncoder.fit(splits.texts("train"), TfidfParams(**settings.tfidf.model_dump()))
+    encoder = TfidfEncoder.fit(splits.texts("train"), settings.tfidf)
     x_train = encoder.transform(splits.texts("train"))
     y_train = splits.labels("train")
     bench = BenchData(
@@ -406,13 +405,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
 
     settings = load_settings()
     threads = usable_cores()
-    ours = XGBoostParams(**settings.xgboost.model_dump())
-    config = {"reference": settings.reference.model_dump(), "xgboost": asdict(ours),
+    ours = settings.xgboost
+    config = {"reference": settings.reference.model_dump(), "xgboost": ours.model_dump(),
               "threads": threads}
     print(f"# XGBoost benchmark: {platform.node()}, python {platform.python_version()}, "
           f"xgboost {xgb.__version__}, {threads} threads (affinity + cgroup quota), "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {load_average()}")
-    print(f"# ours: {json.dumps(asdict(ours))}")
+    print(f"# ours: {json.dumps(ours.model_dump())}")
     started = time.perf_counter()
     bench, counts = prepare(settings, args.data, args.scales)
     print(f"# data: {args.data.name}, {len(bench.genres)} genres, train/val/test rows "
@@ -492,7 +491,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
           f"{time.perf_counter() - started:.0f} s")
     summary.update(scaling=scaling, gpu={"ran": gpu_ok, "reason": gpu_reason},
                    threads=threads, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
-                   params=asdict(ours))
+                   params=ours.model_dump())
     print(json.dumps(summary))
     return summary
 

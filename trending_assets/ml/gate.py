@@ -7,7 +7,7 @@ outcome and a one-line reason; the blessing is the decision with all of them, st
 the registry version. A forced promotion needs a reason and an author and is recorded as
 such.
 
-Plain Python: the gate settings are read duck-typed (see trending_assets/settings.py,
+Plain Python: the gate settings are read duck-typed (see trending_assets/settings/gates.py,
 GateSettings), metrics are plain dicts.
 """
 

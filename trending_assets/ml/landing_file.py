@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from trending_assets.ml.landing_stream import CutOff, ExpandedBytes, Utf8Text
-from trending_assets.ml.limits import LandingLimitExceeded, LandingLimits
+from trending_assets.ml.limits import LandingLimitExceeded, LandingLimits, configured_limits
 
 REQUIRED_COLUMNS = ("id", "title", "kind", "description", "genres", "year", "source")
 TEXT_COLUMNS = ("id", "title", "kind", "description", "genres", "source")
@@ -97,12 +97,13 @@ def load_landing_file(data: bytes, name: str, limits: LandingLimits | None = Non
     The format comes from the content (magic bytes, first character) and the extension
     only breaks ties; a disagreement is noted. Text is decoded as UTF-8; undecodable
     bytes become U+FFFD and are counted, so the suite can name the rows that carry them.
-    Decompression, decoding and parsing stream under `limits`: a file over one is reported
+    Decompression, decoding and parsing stream under `limits` (None: the configured ones):
+    a file over one is reported
     as a problem naming the limit, having held at most about that much in memory.
     `size_bytes` and `sha256` describe the stored file when `data` is only its start (a
     file over `max_expanded_bytes` is not read whole).
     """
-    limits = limits or LandingLimits()
+    limits = limits or configured_limits()
     load = LandingLoad(name=name, sha256=sha256 or content_sha256(data),
                        size_bytes=len(data) if size_bytes is None else size_bytes)
     try:
@@ -367,13 +368,13 @@ def accepted_table(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def read_titles(data: bytes, name: str) -> pd.DataFrame:
+def read_titles(data: bytes, name: str, limits: LandingLimits | None = None) -> pd.DataFrame:
     """Parse a landing file into a titles table with checked columns; raise on any problem.
 
     The strict reader for the command-line trainers; the pipeline uses `load_landing_file`
     and the batch suite, which report instead of raising.
     """
-    load = load_landing_file(data, name)
+    load = load_landing_file(data, name, limits)
     if load.problems:
         raise LandingFileError(load.problems[0])
     if load.undecodable_bytes:

@@ -1,34 +1,36 @@
 """How much of a landing file is read before it is refused (plain pydantic, no Dagster).
 
-Declared once here; `Settings.data.landing_limits` composes it and configs/base.yaml sets
-the values. Every limit is checked while the file is read, so a compressed file that
-expands without end, or one endless line, stops at the limit instead of at the memory of
-the machine.
+Declared once here, without defaults; `Settings.data.landing_limits` composes it and
+configs/base.yaml holds the values. Every limit is checked while the file is read, so a
+compressed file that expands without end, or one endless line, stops at the limit instead
+of at the memory of the machine.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from functools import cache
+
+from pydantic import Field, StrictInt, model_validator
+
+from trending_assets.ml.config import StrictModel, merged_config
 
 # A reader looks at the first bytes before it knows the format; a line limit below this
 # could not be checked in that window.
 SNIFF_BYTES = 8192
 
 
-class LandingLimits(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class LandingLimits(StrictModel):
     max_expanded_bytes: StrictInt = Field(
-        64 * 2**20, ge=SNIFF_BYTES,
+        ge=SNIFF_BYTES,
         description="bytes of a landing file after decompression (the stored size of an "
                     "uncompressed file); bounds the memory of reading one file")
-    max_rows: StrictInt = Field(250_000, ge=1, description="data rows in one landing file")
+    max_rows: StrictInt = Field(ge=1, description="data rows in one landing file")
     # Far above any real synopsis: the batch suite judges lengths and names the rows; these
     # two only bound what one value or line can cost before the suite sees it.
     max_field_chars: StrictInt = Field(
-        4 * 2**20, ge=1, description="characters in one value (a synopsis, a tag list)")
+        ge=1, description="characters in one value (a synopsis, a tag list)")
     max_line_bytes: StrictInt = Field(
-        8 * 2**20, ge=SNIFF_BYTES,
+        ge=SNIFF_BYTES,
         description="bytes in one line of a CSV or JSON Lines file, checked before the line "
                     "is split into values")
 
@@ -38,6 +40,13 @@ class LandingLimits(BaseModel):
             raise ValueError(f"max_line_bytes ({self.max_line_bytes}) must not be above "
                              f"max_expanded_bytes ({self.max_expanded_bytes})")
         return self
+
+
+@cache
+def configured_limits() -> LandingLimits:
+    """The limits configs/ sets, for a reader not given any (the stand-alone trainers, the
+    strict reader); the pipeline passes its settings' `data.landing_limits`."""
+    return LandingLimits.model_validate(merged_config()["data"]["landing_limits"])
 
 
 class LandingLimitExceeded(ValueError):

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Self
 
 import numpy as np
 import scipy.sparse as sp
+from pydantic import Field
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
-from trending_assets.ml.tfidf import TfidfEncoder
+from trending_assets.ml.config import StrictModel
+from trending_assets.ml.tfidf import TfidfEncoder, TfidfFeatures
 
 WEIGHTS_FILE = "linear_weights.npz"
 
 
-@dataclass(frozen=True)
-class LinearParams:
-    C: float = 4.0
-    max_iter: int = 1000
-    balanced: bool = True
+class LinearParams(StrictModel):
+    """The reference model: the `reference:` section of configs/base.yaml."""
+
+    C: float = Field(gt=0, le=1e6)
+    max_iter: int = Field(ge=10, le=100_000)
+    balanced: bool
 
 
 class LinearGenreModel:
@@ -55,6 +57,13 @@ class LinearGenreModel:
         return cls(encoder, list(genres), np.vstack(coefs).astype(np.float32),
                    np.asarray(intercepts, dtype=np.float32), params)
 
+    @classmethod
+    def from_features(cls, features: TfidfFeatures, params: LinearParams,
+                      log_fn: Callable[[dict[str, float]], None] | None = None) -> Self:
+        """Trained on the train rows of `features` (the family registry's entry point)."""
+        f = features
+        return cls.fit(f.encoder, f.genres, f.x_train, f.y_train, params)
+
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         x = self.encoder.transform(texts)
         return expit(np.asarray(x @ self.coef.T) + self.intercept).astype(np.float32)
@@ -63,7 +72,7 @@ class LinearGenreModel:
         self.encoder.save(directory)
         np.savez_compressed(directory / WEIGHTS_FILE, coef=self.coef, intercept=self.intercept)
         (directory / "linear_model.json").write_text(
-            json.dumps({"genres": self.genres, "params": asdict(self.params)})
+            json.dumps({"genres": self.genres, "params": self.params.model_dump()})
         )
 
     @classmethod

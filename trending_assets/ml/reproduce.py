@@ -8,19 +8,17 @@ test metrics side by side against a tolerance.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from trending_assets.ml.bert import BertParams, bundled_model_path, train_bert
+from trending_assets.ml import families
+from trending_assets.ml.bert.model import bundled_model_path
+from trending_assets.ml.config import params
 from trending_assets.ml.dataset import TitleSplits
 from trending_assets.ml.gate import METRICS
-from trending_assets.ml.linear import LinearGenreModel, LinearParams
 from trending_assets.ml.manifest import folder_digest
-from trending_assets.ml.tfidf import TfidfEncoder, TfidfParams
-from trending_assets.ml.xgboost_model import XGBoostGenreModel, XGBoostParams
-
-Params = TypeVar("Params")
+from trending_assets.ml.tfidf import TfidfEncoder, TfidfFeatures, TfidfParams
 
 
 class ReproductionError(RuntimeError):
@@ -38,35 +36,24 @@ def base_model_record(bert_config: Mapping[str, Any],
 
 def retrain(family: str, splits: TitleSplits, config: Mapping[str, Any],
             base_model: Mapping[str, Any] | None = None) -> Any:
-    """A model of `family` trained on `splits` with the recorded settings `config`."""
-    if family == "bert":
-        if base_model is not None:
-            here = base_model_record(config["bert"])
-            if here["sha256"] != base_model["sha256"]:
-                raise ReproductionError(
-                    f"BERT base model {here['path']} has sha256 {here['sha256'][:16]}, the "
-                    f"manifest recorded {base_model['sha256'][:16]} ({base_model['path']}); "
-                    "install the recorded weights (or point bert.model_path at them)")
-        return train_bert(splits.texts("train"), splits.labels("train"), splits.texts("val"),
-                          splits.labels("val"), splits.genres,
-                          params_of(BertParams, config["bert"])).model
-    encoder = TfidfEncoder.fit(splits.texts("train"), params_of(TfidfParams, config["tfidf"]))
-    x_train, y_train = encoder.transform(splits.texts("train")), splits.labels("train")
-    if family == "xgboost":
-        return XGBoostGenreModel.fit(
-            encoder, splits.genres, x_train, y_train, encoder.transform(splits.texts("val")),
-            splits.labels("val"), params_of(XGBoostParams, config["xgboost"]))
-    if family == "reference":
-        return LinearGenreModel.fit(encoder, splits.genres, x_train, y_train,
-                                    params_of(LinearParams, config["reference"]))
-    raise ValueError(f"unknown model family {family!r}: use reference, xgboost or bert")
-
-
-def params_of(params_type: type[Params], section: Mapping[str, Any]) -> Params:
-    """A trainer's parameters from its settings section; settings-only keys (how to launch,
-    e.g. bert.processes) are not training parameters and are left out, as the assets do."""
-    names = {f.name for f in fields(params_type)}
-    return params_type(**{k: v for k, v in section.items() if k in names})
+    """A model of `family` trained on `splits` with the recorded settings `config`, as its
+    training asset trains it (ml/families.py): TF-IDF fitted on train first for a family
+    that reads TF-IDF features. `base_model`: the recorded base weights (BERT)."""
+    spec = families.family(family)
+    if base_model is not None:
+        here = base_model_record(config[spec.section])
+        if here["sha256"] != base_model["sha256"]:
+            raise ReproductionError(
+                f"base model {here['path']} has sha256 {here['sha256'][:16]}, the "
+                f"manifest recorded {base_model['sha256'][:16]} ({base_model['path']}); "
+                "install the recorded weights (or point bert.model_path at them)")
+    inputs: Any = splits
+    if spec.input == "tfidf":
+        encoder = TfidfEncoder.fit(splits.texts("train"), params(TfidfParams, config["tfidf"]))
+        inputs = TfidfFeatures(
+            encoder, splits.genres, encoder.transform(splits.texts("train")),
+            splits.labels("train"), encoder.transform(splits.texts("val")), splits.labels("val"))
+    return spec.fit(inputs, params(spec.params_type, config[spec.section]))
 
 
 @dataclass(frozen=True)

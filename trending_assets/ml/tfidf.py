@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
 import numpy as np
 import scipy.sparse as sp
+from pydantic import Field
 from sklearn.feature_extraction.text import TfidfVectorizer
+
+from trending_assets.ml.config import StrictModel
 
 ENCODER_FILE = "tfidf_encoder.json"
 
 
-@dataclass(frozen=True)
-class TfidfParams:
-    ngram_max: int = 2
-    min_df: int = 2
-    max_features: int = 50_000
-    sublinear_tf: bool = True
+class TfidfParams(StrictModel):
+    """The `tfidf:` section of configs/base.yaml (which holds the values)."""
+
+    ngram_max: int = Field(ge=1, le=3)
+    min_df: int = Field(ge=1, le=1000)
+    max_features: int = Field(ge=100, le=2_000_000)
+    sublinear_tf: bool
 
 
 class TfidfEncoder:
@@ -53,7 +56,7 @@ class TfidfEncoder:
 
     def to_json(self) -> dict:
         return {
-            "params": self.params.__dict__,
+            "params": self.params.model_dump(),
             "vocabulary": self.vectorizer.vocabulary,
             "idf": self.vectorizer.idf_.tolist(),
         }

@@ -17,14 +17,12 @@ from trending_assets.ml.xgboost_model import XGBoostGenreModel, XGBoostParams
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser(__doc__, XGBoostParams)
-    parser.add_argument("--ngram-max", type=int, default=TfidfParams.ngram_max)
-    parser.add_argument("--min-df", type=int, default=TfidfParams.min_df)
+    parser = build_parser(__doc__, (XGBoostParams, "xgboost"), (TfidfParams, "tfidf"))
     args = parser.parse_args(argv)
-    params = params_from_args(XGBoostParams, args)
+    params = params_from_args(XGBoostParams, "xgboost", args)
     splits = load_splits(args)
     encoder = TfidfEncoder.fit(splits.texts("train"),
-                               TfidfParams(ngram_max=args.ngram_max, min_df=args.min_df))
+                               params_from_args(TfidfParams, "tfidf", args))
     with tracked(args, "xgboost", params) as log:
         model = XGBoostGenreModel.fit(
             encoder, splits.genres,

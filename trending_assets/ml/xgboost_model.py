@@ -32,14 +32,15 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
 import xgboost as xgb
+from pydantic import Field, model_validator
 
+from trending_assets.ml.config import StrictModel
 from trending_assets.ml.metrics import apply_thresholds, choose_thresholds, multilabel_metrics
 from trending_assets.ml.stacked_scores import (
     Linear,
@@ -48,51 +49,58 @@ from trending_assets.ml.stacked_scores import (
     rare_genre_row_weights,
     select_features,
 )
-from trending_assets.ml.tfidf import TfidfEncoder
+from trending_assets.ml.tfidf import TfidfEncoder, TfidfFeatures
 
 BOOSTER_FILE = "booster.ubj"
 LINEAR_FILE = "linear_scores.npz"
 SELECTED_FILE = "selected_features.npy"
 META_FILE = "xgboost_model.json"
-MULTI_STRATEGIES = ("one_output_per_tree", "multi_output_tree")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-@dataclass(frozen=True)
-class XGBoostParams:
-    n_estimators: int = 400
-    max_depth: int = 4
-    learning_rate: float = 0.2
-    max_bin: int = 16
-    k_best_features: int = 300
-    early_stopping_rounds: int = 20
-    min_child_weight: float = 1.0
-    colsample_bytree: float = 1.0
-    multi_strategy: str = "one_output_per_tree"
-    linear_folds: int = 3  # 0 = no linear scores (trees on the selected terms only)
-    linear_C: float = 4.0
-    linear_max_rows: int = 20_000  # rows per fold for the logistic regressions; 0 = all
-    nb_scores: bool = True  # naive Bayes log-odds per genre as features too
-    boost_from_linear: bool = True
-    rare_genre_weight: float = 0.0  # row weight exponent: 0 = off, 1 = inverse genre frequency
-    n_jobs: int = 0  # 0 = the pod's CPU limit (affinity and cgroup quota)
-    device: str = "cpu"  # "cuda" (or "cuda:N") to train on a GPU
-    seed: int = 0
+class XGBoostParams(StrictModel):
+    """The `xgboost:` section of configs/base.yaml (which holds the values); the module
+    docstring says what each part does."""
 
-    def __post_init__(self) -> None:
-        if self.multi_strategy not in MULTI_STRATEGIES:
-            raise ValueError(f"multi_strategy must be one of {MULTI_STRATEGIES}, "
-                             f"got {self.multi_strategy!r}")
-        if self.linear_folds == 1 or self.linear_folds < 0:
+    n_estimators: int = Field(ge=1, le=20_000)
+    max_depth: int = Field(ge=1, le=32)
+    learning_rate: float = Field(gt=0, le=1)
+    max_bin: int = Field(ge=2, le=4096)
+    k_best_features: int = Field(ge=10, le=2_000_000)
+    early_stopping_rounds: int = Field(ge=1, le=10_000)
+    min_child_weight: float = Field(ge=0, le=1e6)
+    colsample_bytree: float = Field(gt=0, le=1)
+    multi_strategy: Literal["one_output_per_tree", "multi_output_tree"]
+    linear_folds: int = Field(
+        ge=0, le=20, description="out-of-fold linear genre scores as features; 0 = none")
+    linear_C: float = Field(gt=0, le=1e6)
+    linear_max_rows: int = Field(
+        ge=0, le=10_000_000, description="rows per fold for the logistic scorers; 0 = all rows")
+    nb_scores: bool = Field(
+        description="naive Bayes log-odds per genre as features (needs linear_folds >= 2)")
+    boost_from_linear: bool = Field(
+        description="trees start from the linear scores (needs linear_folds >= 2)")
+    rare_genre_weight: float = Field(
+        ge=0, le=1, description="row weight exponent for rare genres: 0 = off, 1 = inverse "
+                                "genre frequency")
+    n_jobs: int = Field(ge=0, le=512, description="0 = the CPU limit (affinity, cgroup quota)")
+    device: str = Field(pattern=r"^(cpu|cuda(:\d+)?)$",
+                        description="cuda (or cuda:N) when a GPU is configured")
+    seed: int = Field(ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _linear_folds_usable(self) -> XGBoostParams:
+        if self.linear_folds == 1:
             raise ValueError("linear_folds must be 0 (no linear scores) or at least 2")
         if self.boost_from_linear and self.linear_folds == 0:
             raise ValueError("boost_from_linear needs linear scores (linear_folds >= 2)")
         if self.nb_scores and self.linear_folds == 0:
             raise ValueError("nb_scores needs out-of-fold scores (linear_folds >= 2)")
-        if self.linear_max_rows < 0:
-            raise ValueError("linear_max_rows must be 0 (all rows) or positive")
-        if not (self.device == "cpu" or self.device.split(":")[0] == "cuda"):
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        return self
+
+    def replace(self, **changes: Any) -> XGBoostParams:
+        """A validated copy with `changes` (model_copy would skip validation)."""
+        return XGBoostParams.model_validate({**self.model_dump(), **changes})
 
 
 # --- resources --------------------------------------------------------------------------
@@ -218,6 +226,15 @@ class XGBoostGenreModel:
     def best_iteration(self) -> int:
         return int(self.booster.best_iteration)
 
+    @classmethod
+    def from_features(cls, features: TfidfFeatures, params: XGBoostParams,
+                      log_fn: Callable[[dict[str, float]], None] | None = None) -> Self:
+        """Trained on `features`, early-stopped on their validation rows (the family
+        registry's entry point)."""
+        f = features
+        return cls.fit(f.encoder, f.genres, f.x_train, f.y_train, f.x_val, f.y_val, params,
+                       log_fn=log_fn)
+
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
         if not texts:
@@ -253,7 +270,7 @@ class XGBoostGenreModel:
                 arrays.update(nb_coef=self.nb[0], nb_intercept=self.nb[1])
             np.savez_compressed(directory / LINEAR_FILE, **arrays)
         (directory / META_FILE).write_text(json.dumps({
-            "genres": self.genres, "params": asdict(self.params),
+            "genres": self.genres, "params": self.params.model_dump(),
             "best_iteration": self.best_iteration,
             "thresholds": [float(t) for t in self.thresholds],
             "timings": self.timings,
@@ -273,21 +290,12 @@ class XGBoostGenreModel:
                 linear = (arrays["coef"], arrays["intercept"])
                 if "nb_coef" in arrays.files:
                     nb = (arrays["nb_coef"], arrays["nb_intercept"])
-        params = params_from_dict(meta["params"])
+        params = XGBoostParams.model_validate(meta["params"])
         if (linear is None and params.linear_folds) or (nb is None and params.nb_scores):
             raise ValueError(f"{directory}: params use linear scores but {LINEAR_FILE} is "
                              "missing or incomplete")
         return cls(TfidfEncoder.load(directory), meta["genres"], selected, booster, params,
                    linear, nb, meta.get("thresholds"), meta.get("timings"))
-
-
-def params_from_dict(values: Mapping[str, Any]) -> XGBoostParams:
-    """XGBoostParams from a mapping; unknown keys are an error, missing keys take defaults."""
-    known = {f.name for f in fields(XGBoostParams)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown XGBoost parameter(s): {', '.join(unknown)}")
-    return XGBoostParams(**values)
 
 
 def resolve_threads(n_jobs: int) -> int:
@@ -342,9 +350,9 @@ def grid_trials(base: XGBoostParams, grid: Mapping[str, Iterable[Any]]) -> list[
     """Every combination of the grid's values applied to `base` (in grid order)."""
     trials = [base]
     for name, values in grid.items():
-        if name not in {f.name for f in fields(XGBoostParams)}:
+        if name not in XGBoostParams.model_fields:
             raise ValueError(f"unknown XGBoost parameter in the search grid: {name}")
-        trials = [replace(t, **{name: v}) for t in trials for v in values]
+        trials = [t.replace(**{name: v}) for t in trials for v in values]
     return trials
 
 
@@ -367,7 +375,7 @@ def search_hyperparameters(
         probs = model._predict_matrix(x_val)
         val = multilabel_metrics(y_val, apply_thresholds(probs, choose_thresholds(y_val, probs)),
                                  list(genres))
-        trial = {"params": asdict(params), "val_macro_f1": val["macro_f1"],
+        trial = {"params": params.model_dump(), "val_macro_f1": val["macro_f1"],
                  "val_micro_f1": val["micro_f1"], "best_iteration": model.best_iteration,
                  "fit_s": fit_s}
         trials.append(trial)

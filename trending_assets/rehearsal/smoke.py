@@ -21,10 +21,11 @@ import pandas as pd
 from resources.registry import ModelRegistry
 from trending_assets import cli
 from trending_assets.exits import exit_on_config_error
+from trending_assets.ml.families import registered_names
 from trending_assets.settings import Settings, load_settings
 from trending_assets.storage_resources import storage_resources
 
-REGISTERED_FAMILIES = ("xgboost", "bert")
+REGISTERED_FAMILIES = registered_names()
 
 
 def landing_key(settings: Settings, name: str, now: datetime) -> str:

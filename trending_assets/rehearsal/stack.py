@@ -35,6 +35,7 @@ import boto3
 import kubernetes
 import yaml
 
+from trending_assets.ml import families
 from trending_assets.rehearsal.kube import KubeStandIn, image_env
 from trending_assets.rehearsal.services import PostgresServer, free_port
 from trending_assets.settings import REPO_ROOT, deep_merge
@@ -62,7 +63,7 @@ def staging_overlay(workdir: Path, s3_endpoint: str, tiny_bert: Path) -> dict[st
         "bert": {"model_path": str(tiny_bert), "epochs": 2, "batch_size": 16,
                  "checkpoint_every_steps": 5, "log_every_steps": 5},
         "gates": {f: {"min_macro_f1": 0.0, "min_micro_f1": 0.0, "genre_floor": None,
-                      "slices": []} for f in ("reference", "xgboost", "bert")},
+                      "slices": []} for f in families.names()},
     }
 
 
@@ -70,7 +71,7 @@ def write_tiny_bert(folder: Path) -> Path:
     """A randomly initialised 2-layer BERT with the bundled MiniLM tokenizer."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from trending_assets.ml.bert import bundled_model_path
+    from trending_assets.ml.bert.model import bundled_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_path(), local_files_only=True)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,

@@ -1,7 +1,7 @@
 """Fine-tune the BERT-family genre model without Dagster (also the torchrun entry point).
 
-    python -m trending_assets.ml.train_bert --output-dir out/bert [--epochs 1 --model-path DIR]
-    torchrun --nproc_per_node=2 -m trending_assets.ml.train_bert --output-dir out/bert ...
+    python -m trending_assets.ml.bert.train --output-dir out/bert [--epochs 1 --model-path DIR]
+    torchrun --nproc_per_node=2 -m trending_assets.ml.bert.train --output-dir out/bert ...
 
 With --checkpoint-dir the run writes checkpoints there and, started again with the same
 arguments, resumes from the newest complete one. Under torchrun only rank 0 logs, tracks
@@ -15,9 +15,10 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
-from trending_assets.ml.bert import BertParams, train_bert
-from trending_assets.ml.bert_checkpoint import DirectoryCheckpointStorage
-from trending_assets.ml.bert_loop import start_workers, stop_workers
+from trending_assets.ml.bert.checkpoint import DirectoryCheckpointStorage
+from trending_assets.ml.bert.loop import start_workers, stop_workers
+from trending_assets.ml.bert.model import train_bert
+from trending_assets.ml.bert.params import BertParams
 from trending_assets.ml.cli import (
     build_parser,
     evaluate_and_save,
@@ -36,7 +37,7 @@ def print_progress(metrics: dict[str, float]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser(__doc__, BertParams)
+    parser = build_parser(__doc__, (BertParams, "bert"))
     parser.add_argument("--splits-dir", type=Path, default=None,
                         help="a saved TitleSplits folder (splits.parquet + genres.json) to "
                              "train on instead of --data")
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-only", action="store_true",
                         help="save the model without the test-set evaluation")
     args = parser.parse_args(argv)
-    params = params_from_args(BertParams, args)
+    params = params_from_args(BertParams, "bert", args)
     workers = start_workers()
     try:
         splits = TitleSplits.load(args.splits_dir) if args.splits_dir else load_splits(args)

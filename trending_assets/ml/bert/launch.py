@@ -1,14 +1,13 @@
 """Data-parallel BERT training from a parent process: torchrun over the trainer CLI.
 
 The parent writes the splits to a folder, starts `torchrun --nproc_per_node=N -m
-trending_assets.ml.train_bert`, turns the workers' progress lines into `log_fn` calls and
+trending_assets.ml.bert.train`, turns the workers' progress lines into `log_fn` calls and
 carries their checkpoints (written to a local folder by rank 0) to the durable
 `checkpoints` storage while they train, so a replacement pod resumes from there.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -20,14 +19,15 @@ from typing import Any
 
 import torch
 
-from trending_assets.ml.bert import BertGenreModel, BertParams
-from trending_assets.ml.bert_checkpoint import (
+from trending_assets.ml.bert.checkpoint import (
     CheckpointStorage,
     DirectoryCheckpointStorage,
     mirror_latest,
 )
+from trending_assets.ml.bert.model import BertGenreModel
+from trending_assets.ml.bert.params import BertParams
+from trending_assets.ml.bert.train import FIT_PREFIX, PROGRESS_PREFIX
 from trending_assets.ml.dataset import TitleSplits
-from trending_assets.ml.train_bert import FIT_PREFIX, PROGRESS_PREFIX
 
 MIRROR_SECONDS = 5.0
 
@@ -35,9 +35,8 @@ MIRROR_SECONDS = 5.0
 def param_flags(params: BertParams) -> list[str]:
     """The trainer CLI flags that reproduce `params`."""
     flags = []
-    for field in dataclasses.fields(params):
-        value = getattr(params, field.name)
-        flag = "--" + field.name.replace("_", "-")
+    for name, value in params.model_dump().items():
+        flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             flags.append(flag if value else "--no-" + flag[2:])
         elif value is not None:
@@ -72,7 +71,7 @@ def train_bert_processes(
         mirror_latest(checkpoints, local)  # resume from what an earlier attempt stored
         command = [
             sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc_per_node={processes}", "-m", "trending_assets.ml.train_bert",
+            f"--nproc_per_node={processes}", "-m", "trending_assets.ml.bert.train",
             "--splits-dir", str(folder / "splits"), "--output-dir", str(folder / "out"),
             "--checkpoint-dir", str(folder / "checkpoints"), "--progress-lines",
             "--model-only", "--wandb-mode", "disabled", *param_flags(params),

@@ -1,6 +1,6 @@
 """The transformer training loop: fast on one GPU, data parallel under torchrun, resumable.
 
-What makes it fast: length-bucketed batches with dynamic padding (bert_data), bf16
+What makes it fast: length-bucketed batches with dynamic padding (bert.data), bf16
 autocast on CUDA (fp32 on CPU, where bf16 is slower and changes results), fused AdamW,
 no host synchronisation inside a step (losses are summed on the device and read only when
 logged), optional `torch.compile` over a fixed set of padded widths, each warmed up before
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,38 +31,20 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from transformers import get_linear_schedule_with_warmup
 
-from trending_assets.ml.bert_checkpoint import (
+from trending_assets.ml.bert.checkpoint import (
     Checkpointer,
     capture_rng,
     restore_rng,
     tensors_from_bytes,
     tensors_to_bytes,
 )
-from trending_assets.ml.bert_data import TokenTable, collate, epoch_batches, shard_rows
+from trending_assets.ml.bert.data import TokenTable, collate, epoch_batches, shard_rows
 from trending_assets.ml.progress import ProgressReporter
 
+if TYPE_CHECKING:  # pydantic stays out of the bare GPU benchmark image
+    from trending_assets.ml.bert.params import LoopSettings
+
 MONITOR = "val_macro_f1"
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """How to train; see BertParams for what each field means."""
-
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    seed: int
-    grad_accum_steps: int = 1
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    pad_multiple: int = 8
-    compile: bool = False
-    early_stopping_patience: int = 0
-    checkpoint_every_steps: int = 0
-    log_every_steps: int = 20
-    max_steps: int = 0  # stop after this many optimizer steps; 0 = all epochs
-    precision: str = "auto"  # see `autocast`
 
 
 @dataclass(frozen=True)
@@ -214,14 +196,14 @@ def _sample_utilization(device: torch.device, samples: list[float]) -> None:
 class _Trainer:
     def __init__(
         self, model: torch.nn.Module, train: TokenTable, targets: torch.Tensor,
-        settings: LoopSettings, workers: Workers,
+        settings: LoopSettings, workers: Workers, max_steps: int = 0,
     ) -> None:
         self.model, self.train, self.settings, self.workers = model, train, settings, workers
         self.targets = targets
         self.num_labels = targets.shape[1]
         self.steps_per_epoch = math.ceil(len(train) / settings.batch_size)
         total = self.steps_per_epoch * settings.epochs
-        self.total_steps = min(total, settings.max_steps) if settings.max_steps else total
+        self.total_steps = min(total, max_steps) if max_steps else total
         self.optimizer = build_optimizer(model, settings)
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, int(settings.warmup_ratio * self.total_steps), self.total_steps)
@@ -336,6 +318,7 @@ def fit(
     on_step: Callable[[int], None] | None = None,
     tracker_run_id: str | None = None,
     clock: Callable[[], float] = time.monotonic,
+    max_steps: int = 0,
 ) -> FitResult:
     """Train `model` (already on `workers.device`; logits = model(input_ids, attention_mask)).
 
@@ -347,11 +330,11 @@ def fit(
     the validation metrics every epoch (rank 0 only), and a progress report (see
     ml/progress.py; `clock` measures its wall time) at least every 30 seconds.
     `on_step(step)` runs after every optimizer step on every process (the benchmark times
-    with it)."""
+    with it); `max_steps` > 0 stops after that many optimizer steps (the benchmark)."""
     report = on_progress if (on_progress and workers.is_main) else (lambda _m: None)
     if workers.device.type == "cuda":  # the peak reported is this fit's, not the process's
         torch.cuda.reset_peak_memory_stats(workers.device)
-    trainer = _Trainer(model, train, targets, settings, workers)
+    trainer = _Trainer(model, train, targets, settings, workers, max_steps)
     if workers.world_size > 1:
         # DDP gave every process rank 0's weights; from here each draws its own dropout masks.
         torch.manual_seed(settings.seed + workers.rank)

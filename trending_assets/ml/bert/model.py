@@ -1,7 +1,7 @@
 """Fine-tuning a BERT-family encoder (all-MiniLM-L6-v2 by default) as a multi-label genre
 classifier: the model, its save/load format, and `train_bert` (tokenize, train, pick the
-best epoch by validation macro-F1). The loop itself is in bert_loop, batching in
-bert_data, checkpoints in bert_checkpoint.
+best epoch by validation macro-F1). The loop itself is in bert.loop, batching in
+bert.data, checkpoints in bert.checkpoint.
 
 Imports only torch, transformers, safetensors and numpy at module level (scikit-learn is
 loaded when validation metrics are computed), so the benchmark runs on a bare GPU image.
@@ -12,65 +12,33 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from trending_assets.ml.bert_checkpoint import Checkpointer, CheckpointStorage
-from trending_assets.ml.bert_data import TokenTable, collate
-from trending_assets.ml.bert_loop import (
+from trending_assets.ml.bert.checkpoint import Checkpointer, CheckpointStorage
+from trending_assets.ml.bert.data import TokenTable, collate
+from trending_assets.ml.bert.loop import (
     FitResult,
-    LoopSettings,
     Workers,
     autocast,
-    check_precision,
     default_device,
     fit,
     start_workers,
 )
 
+if TYPE_CHECKING:  # pandas and pydantic stay out of the bare benchmark image
+    from trending_assets.ml.bert.params import BertParams
+    from trending_assets.ml.dataset import TitleSplits
+
 META_FILE = "genre_model.json"
 HEAD_FILE = "classifier_head.safetensors"
 PREDICT_BATCH = 128
-
-
-@dataclass(frozen=True)
-class BertParams:
-    """Hyper-parameters for `train_bert` (configured in the `bert:` settings section)."""
-
-    model_path: str | None = None  # None -> bundled_model_path()
-    max_length: int = 64
-    epochs: int = 4
-    batch_size: int = 32  # rows per optimizer step, over all processes together
-    grad_accum_steps: int = 1  # micro-batches per optimizer step (per process)
-    learning_rate: float = 2e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06
-    max_grad_norm: float = 1.0  # 0 turns clipping off
-    head_dropout: float = 0.1
-    pad_multiple: int = 8  # batch widths are rounded up to a multiple of this
-    compile: bool = False  # torch.compile, one graph per padded width
-    early_stopping_patience: int = 0  # epochs without a better val macro-F1; 0 = off
-    checkpoint_every_steps: int = 0  # 0 = at epoch ends only (when checkpoints are stored)
-    log_every_steps: int = 20
-    seed: int = 0
-    threads: int = 0  # torch.set_num_threads when > 0
-    precision: str = "auto"  # "auto": bf16 autocast on a GPU, fp32 on CPU; "fp32": always
-
-    def loop_settings(self) -> LoopSettings:
-        return LoopSettings(
-            epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-            seed=self.seed, grad_accum_steps=self.grad_accum_steps,
-            weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio,
-            max_grad_norm=self.max_grad_norm, pad_multiple=self.pad_multiple,
-            compile=self.compile, early_stopping_patience=self.early_stopping_patience,
-            checkpoint_every_steps=self.checkpoint_every_steps,
-            log_every_steps=self.log_every_steps, precision=self.precision,
-        )
 
 
 def bundled_model_path() -> Path:
@@ -178,6 +146,15 @@ class BertGenreModel:
         self.max_length = max_length
         self.base_model = base_model
 
+    @classmethod
+    def from_splits(cls, splits: TitleSplits, params: BertParams,
+                    log_fn: Callable[[dict[str, float]], None] | None = None
+                    ) -> BertGenreModel:
+        """Fine-tuned in this process on the train and validation texts of `splits` (the
+        family registry's entry point; the pipeline's asset may start torchrun workers)."""
+        return train_bert(splits.texts("train"), splits.labels("train"), splits.texts("val"),
+                          splits.labels("val"), splits.genres, params, log_fn=log_fn).model
+
     def predict_proba(self, texts: Sequence[str], batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """(n, k) float32 sigmoid probabilities, rows in input order."""
         table = tokenize(self.tokenizer, texts, self.max_length)
@@ -226,7 +203,6 @@ def _check_inputs(
     genres: Sequence[str],
     params: BertParams,
 ) -> None:
-    check_precision(params.precision)  # before the model loads, not at the first step
     if len(genres) == 0:
         raise ValueError("genres is empty; need at least one genre to classify")
     if len(set(genres)) != len(genres):
@@ -294,9 +270,9 @@ def run_fingerprint(params: BertParams, genres: Sequence[str], train: TokenTable
                     targets: np.ndarray) -> str:
     """What a checkpoint must match to be resumed: hyper-parameters, genres, training data.
     Thread count, logging and checkpoint cadence may change between attempts."""
-    fields = asdict(params)
-    for free in ("threads", "log_every_steps", "checkpoint_every_steps", "compile"):
-        fields.pop(free)
+    # How many processes share a step does not change the optimisation (batch_size is global).
+    fields = params.model_dump(exclude={"threads", "log_every_steps", "checkpoint_every_steps",
+                                        "compile", "processes"})
     digest = hashlib.sha256(json.dumps([fields, list(genres)], sort_keys=True).encode())
     for array in (train.ids, train.lengths, np.ascontiguousarray(targets, dtype=np.int8)):
         digest.update(array.tobytes())
@@ -326,7 +302,7 @@ def train_bert(
 ) -> BertTraining:
     """Fine-tune; resumes from `checkpoints` when they hold a checkpoint of the same run.
 
-    Under torchrun every process calls this; they train together (see bert_loop) and all
+    Under torchrun every process calls this; they train together (see bert.loop) and all
     return the same model; only rank 0 logs and writes checkpoints."""
     _check_inputs(train_texts, train_labels, val_texts, val_labels, genres, params)
     train_labels, val_labels = np.asarray(train_labels), np.asarray(val_labels)
@@ -349,7 +325,7 @@ def train_bert(
                     if checkpoints is not None else None)
     result = fit(
         network, train, torch.as_tensor(train_labels, dtype=torch.float32),
-        params.loop_settings(), workers,
+        params, workers,
         evaluate=lambda m: validation_metrics(m, val, val_labels),
         checkpointer=checkpointer, on_progress=log_fn, tracker_run_id=tracker_run_id,
     )
