@@ -30,54 +30,13 @@ from dagster import (
 from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
 
 from resources.notify import Alert, NotifierChannel, NotifierResource, NotifyError
+from tests.conftest import write_test_configs
+from tests.helpers.alerts import AlertReceiver
 from trending_assets.automation.alerts import build_alert_sensors
 from trending_assets.definitions import build_resources
 from trending_assets.settings import ConfigError, load_settings
 
-from .conftest import write_test_configs
-
 UI = "http://dagster.example.test"
-
-
-class AlertReceiver:
-    """A webhook endpoint on loopback that records what it is sent."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str, dict]] = []
-        self.status = 200
-        self.attempts = 0  # every POST, answered or refused
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.attempts += 1
-                if receiver.status == 200:
-                    receiver.received.append((self.path, json.loads(body)))
-                self.send_response(receiver.status)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:  # quiet test output
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def payloads(self, path: str = "/hook") -> list[dict]:
-        return [p for where, p in self.received if where == path]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[AlertReceiver]:
-    server = AlertReceiver()
-    yield server
-    server.close()
 
 
 @pytest.fixture

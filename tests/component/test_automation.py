@@ -29,6 +29,7 @@ from dagster import (
 )
 
 from resources.storage import LocalArtifactStore
+from tests.conftest import write_test_configs
 from trending_assets.automation.conditions import (
     automate,
     propagate_condition,
@@ -43,10 +44,6 @@ from trending_assets.automation.requests import (
 from trending_assets.automation.requests import main as submit_request
 from trending_assets.definitions import ASSETS, build_definitions, build_resources
 from trending_assets.settings import ConfigError, RetrainSettings, load_settings
-
-from .conftest import write_test_configs
-from .test_alerts import receiver  # noqa: F401  (the webhook server fixture)
-from .test_storage_registry import s3_client  # noqa: F401  (the moto server fixture)
 
 RAW, TRAINING = AssetKey("raw_titles"), AssetKey("training_data")
 
@@ -230,7 +227,7 @@ class RequestSensor:
     """The retrain_requests sensor over a triggers folder, alerting to a loopback webhook."""
 
     def __init__(self, tmp_path: Path, tiny_bert_dir: Path, instance: DagsterInstance,
-                 receiver, model_paths: tuple[str, ...] = ()) -> None:  # noqa: F811
+                 receiver, model_paths: tuple[str, ...] = ()) -> None:
         self.triggers = tmp_path / "triggers"
         folder = write_test_configs(tmp_path / "configs", tmp_path / "root", tiny_bert_dir, {
             "automation": {"retrain_requests": {"uri": str(self.triggers),
@@ -249,7 +246,7 @@ class RequestSensor:
 
 
 def test_retrain_requests_launch_or_are_rejected_with_an_alert(
-        tmp_path, tiny_bert_dir, instance, receiver):  # noqa: F811
+        tmp_path, tiny_bert_dir, instance, receiver):
     requests = RequestSensor(tmp_path, tiny_bert_dir, instance, receiver)
     triggers, defs, tick = requests.triggers, requests.defs, requests.tick
     write_request(triggers, "good.json", {
@@ -308,7 +305,7 @@ def test_retrain_requests_launch_or_are_rejected_with_an_alert(
 
 
 def test_rejected_requests_wait_while_the_alert_channel_is_down(
-        tmp_path, tiny_bert_dir, instance, receiver):  # noqa: F811
+        tmp_path, tiny_bert_dir, instance, receiver):
     requests = RequestSensor(tmp_path, tiny_bert_dir, instance, receiver)
     triggers, tick = requests.triggers, requests.tick
     write_request(triggers, "a.json", "not json")
@@ -325,7 +322,7 @@ def test_rejected_requests_wait_while_the_alert_channel_is_down(
 
 
 def test_hostile_requests_are_rejected_with_the_bound_or_location_named(
-        tmp_path, tiny_bert_dir, instance, receiver):  # noqa: F811
+        tmp_path, tiny_bert_dir, instance, receiver):
     vetted = tmp_path / "vetted-models"
     # Real folders, so that it is the allow-list that refuses the other two.
     for folder in (vetted / "minilm", tmp_path / "unvetted", tmp_path / "vetted-models-evil"
@@ -433,7 +430,7 @@ def test_a_retrain_request_does_not_pull_other_families_along(instance):
 
 
 def test_a_request_name_that_would_leave_processed_is_rejected_and_kept_inside(
-        tmp_path, tiny_bert_dir, instance, receiver, s3_client):  # noqa: F811
+        tmp_path, tiny_bert_dir, instance, receiver, s3_client):
     from resources.storage import S3ArtifactStore
     from trending_assets.automation.requests import process_requests
 

@@ -15,6 +15,10 @@ from dagster import AssetSelection, instance_for_test
 
 from resources.retirement import RetiredBatches
 from resources.storage import ArtifactStoreResource, LocalArtifactStore
+from tests.conftest import write_test_configs
+from tests.helpers import REPO
+from tests.helpers.pipeline import ingest, stored_table, train
+from tests.helpers.sensors import Ticker
 from trending_assets.batches import StoredBatch, ingest_order, retire_command
 from trending_assets.checks.data_quality import batch_contributions, training_limits
 from trending_assets.checks.gx_suites import validate_training_table
@@ -22,10 +26,6 @@ from trending_assets.definitions import build_definitions
 from trending_assets.ml.dataset import build_training_table
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.settings import LandingSensorSettings, load_settings
-
-from .conftest import REPO, write_test_configs
-from .test_data_quality import _ingest, _stored_table, _train
-from .test_landing_sensor import Ticker
 
 DATA_ONLY = AssetSelection.assets("training_data")
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC).timestamp()
@@ -66,9 +66,9 @@ def test_two_files_in_one_tick_the_later_landing_wins(tmp_path, tiny_bert_dir, n
                         LandingSensorSettings(layout="flat"))
         requested = [r.partition_key for r in ticker.tick().run_requests]
         assert requested == ["a_fix.csv", "base.csv"]  # one tick, name order
-        _ingest(defs, instance, LocalArtifactStore(root / "landing"), requested)
-        result = _train(settings, instance, selection=DATA_ONLY)
-        table = _stored_table(root, result.run_id).set_index("id")
+        ingest(defs, instance, LocalArtifactStore(root / "landing"), requested)
+        result = train(settings, instance, selection=DATA_ONLY)
+        table = stored_table(root, result.run_id).set_index("id")
         meta = result.get_asset_materialization_events()[0].materialization.metadata
     winner = fix if fix_lands_last else base.set_index("id").loc[fix["id"]]
     assert (table.loc[fix["id"], "description"] == winner["description"].to_numpy()).all()
@@ -121,10 +121,10 @@ def test_poison_batch_is_named_then_retired_then_removed(tmp_path, tiny_bert_dir
     store = LocalArtifactStore(root / "landing")
     artifacts = LocalArtifactStore(root / "artifacts")
     with instance_for_test() as instance:
-        checks = _ingest(defs, instance, store, ["good.csv", "poison.csv"])
+        checks = ingest(defs, instance, store, ["good.csv", "poison.csv"])
         assert checks["poison.csv"].metadata["quarantined"].value is False  # its own check
 
-        blocked = _train(settings, instance, selection=DATA_ONLY)
+        blocked = train(settings, instance, selection=DATA_ONLY)
         quality = {c.check_name: c for c in blocked.get_asset_check_evaluations()}[
             "training_data_quality"]
         assert not quality.passed
@@ -142,7 +142,7 @@ def test_poison_batch_is_named_then_retired_then_removed(tmp_path, tiny_bert_dir
         assert retire_command(instance, artifacts, "poison.csv", "one synopsis for 60 titles",
                               "data-team") == 0
         assert "poison.csv retired" in capsys.readouterr().out
-        trained = _train(settings, instance)
+        trained = train(settings, instance)
         assert trained.success
         events = {e.asset_key.to_user_string(): e.materialization.metadata
                   for e in trained.get_asset_materialization_events()}
@@ -153,13 +153,13 @@ def test_poison_batch_is_named_then_retired_then_removed(tmp_path, tiny_bert_dir
         drift = {c.check_name: c for c in trained.get_asset_check_evaluations()}[
             "training_data_drift"]
         assert "poison.csv" in drift.metadata["batches_left_out"].value
-        assert not set(_stored_table(root, trained.run_id)["id"]) & set(poison["id"])
+        assert not set(stored_table(root, trained.run_id)["id"]) & set(poison["id"])
 
         # A corrected upload under the same name is trained on again...
         fixed = netflix.iloc[3000:3060].assign(id=lambda d: "poison:" + d["id"])
         _land(landing / "poison.csv", fixed, T0 + 120)
-        _ingest(defs, instance, store, ["poison.csv"])
-        again = _train(settings, instance, selection=DATA_ONLY)
+        ingest(defs, instance, store, ["poison.csv"])
+        again = train(settings, instance, selection=DATA_ONLY)
         assert again.success
         meta = again.get_asset_materialization_events()[0].materialization.metadata
         assert meta["batches"].value == ["good.csv", "poison.csv"]
@@ -167,7 +167,7 @@ def test_poison_batch_is_named_then_retired_then_removed(tmp_path, tiny_bert_dir
 
         # ...and a file removed from the landing area leaves training too.
         (landing / "poison.csv").unlink()
-        removed = _train(settings, instance, selection=DATA_ONLY)
+        removed = train(settings, instance, selection=DATA_ONLY)
         assert removed.success
         meta = removed.get_asset_materialization_events()[0].materialization.metadata
         assert meta["batches"].value == ["good.csv"]

@@ -15,7 +15,8 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 ROWS, BATCH, EPOCHS, EVERY = 300, 4, 2, 7
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1"}
 

@@ -20,22 +20,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from dagster import AssetKey, AssetSelection, DagsterInstance, instance_for_test, materialize
+from dagster import AssetKey, AssetSelection, instance_for_test
 
 from resources.quarantine import QuarantineStore, TrainingDataBaseline
 from resources.registry import ModelRegistry
 from resources.storage import LocalArtifactStore
+from tests.conftest import write_test_configs
+from tests.helpers import REPO
+from tests.helpers.pipeline import ingest, stored_table, train
 from trending_assets.automation.landing import landing_changes
 from trending_assets.automation.requests import RequestRejected, RetrainRequest, request_run
 from trending_assets.checks.batch_quality import assess_batch
 from trending_assets.checks.data_quality import batch_limits
-from trending_assets.definitions import ASSETS, build_definitions, build_resources
+from trending_assets.definitions import build_definitions
 from trending_assets.ml import drift
 from trending_assets.ml.dataset import build_training_table, load_landing_file
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.settings import Settings, load_settings
-
-from .conftest import REPO, write_test_configs
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10" + bytes(range(256)) * 4
 GOOD = "good.csv"
@@ -331,34 +332,6 @@ def test_nested_files_are_listed_even_in_a_folder_called_history(tmp_path):
 # --- the assets end to end --------------------------------------------------------------
 
 
-def _ingest(defs, instance: DagsterInstance, store, names: list[str]) -> dict[str, object]:
-    checks = {}
-    for name in names:
-        if not instance.has_dynamic_partition("landing_files", name):
-            instance.add_dynamic_partitions("landing_files", [name])
-        result = defs.resolve_job_def("ingest_landing_file").execute_in_process(
-            instance=instance, partition_key=name, raise_on_error=False)
-        assert result.success, name  # a bad file never fails its run
-        (check,) = result.get_asset_check_evaluations()
-        checks[name] = check
-    return checks
-
-
-TRAINING = (AssetSelection.assets("registered_xgboost_model").upstream()
-            - AssetSelection.assets("raw_titles"))
-
-
-def _train(settings: Settings, instance: DagsterInstance, selection=TRAINING,
-           overrides: dict | None = None):
-    return materialize(ASSETS, selection=selection, instance=instance, raise_on_error=False,
-                       resources=build_resources(settings, json.dumps(overrides or {})))
-
-
-def _stored_table(root: Path, run_id: str) -> pd.DataFrame:
-    return pd.read_parquet(root / "artifacts" / "assets" / "training_data" / run_id
-                           / "table.parquet")
-
-
 def test_bad_batches_quarantined_good_batch_trained_nothing_lost(tmp_path, tiny_bert_dir,
                                                                  netflix):
     root = tmp_path / "root"
@@ -376,7 +349,7 @@ def test_bad_batches_quarantined_good_batch_trained_nothing_lost(tmp_path, tiny_
         changes = landing_changes(landing_store, instance)
         assert {c.key for c in changes} == set(corpus) and {c.reason for c in changes} == {"new"}
         # The good batch landed first; the others after it (dup_across.csv must win).
-        checks = _ingest(defs, instance, landing_store, [GOOD, *sorted(set(corpus) - {GOOD})])
+        checks = ingest(defs, instance, landing_store, [GOOD, *sorted(set(corpus) - {GOOD})])
         assert landing_changes(landing_store, instance) == []
 
         bad = {n for n, c in corpus.items() if c.outcome == "quarantine"}
@@ -397,7 +370,7 @@ def test_bad_batches_quarantined_good_batch_trained_nothing_lost(tmp_path, tiny_
         # landing files are never touched
         assert {p.name: p.read_bytes() for p in landing.iterdir()} == before
 
-        first = _train(settings, instance)
+        first = train(settings, instance)
         assert first.success
         evaluations = {c.check_name: c for c in first.get_asset_check_evaluations()}
         assert evaluations["training_data_quality"].passed
@@ -412,7 +385,7 @@ def test_bad_batches_quarantined_good_batch_trained_nothing_lost(tmp_path, tiny_
         assert meta["rows_with_unknown_tags"].value == 2
         for name in bad:
             assert name in meta["quarantined_batches"].value
-        table = _stored_table(root, first.run_id).set_index("id")
+        table = stored_table(root, first.run_id).set_index("id")
         good = pd.read_csv(landing / GOOD, keep_default_na=False)
         across = pd.read_csv(landing / "dup_across.csv", keep_default_na=False)
         assert table.loc[across["id"], "title"].str.startswith("Re-released: ").all()
@@ -436,7 +409,7 @@ def test_bad_batches_quarantined_good_batch_trained_nothing_lost(tmp_path, tiny_
         fixed.to_csv(landing / "missing_column.csv", index=False)
         changes = {c.key: c.reason for c in landing_changes(landing_store, instance)}
         assert changes == {GOOD: "changed", "missing_column.csv": "changed"}
-        again = _ingest(defs, instance, landing_store, sorted(changes))
+        again = ingest(defs, instance, landing_store, sorted(changes))
         assert again[GOOD].metadata["quarantined"].value is True
         assert json.loads((good_dir / "current.json").read_text())["version"] == accepted_version
         assert (good_dir / accepted_version / "table.parquet").exists()
@@ -446,9 +419,9 @@ def test_bad_batches_quarantined_good_batch_trained_nothing_lost(tmp_path, tiny_
         assert set(quarantine.active()) == (bad - {"missing_column.csv"}) | {GOOD}
 
         data_only = AssetSelection.assets("training_data")
-        second = _train(settings, instance, selection=data_only)
+        second = train(settings, instance, selection=data_only)
         assert second.success
-        table = _stored_table(root, second.run_id)
+        table = stored_table(root, second.run_id)
         assert trained_ids <= set(table["id"])  # no previously accepted row is lost
         taxonomy = Taxonomy.from_config(yaml.safe_load((config_dir / "genres.yaml").read_text()))
         trained = set(second.get_asset_materialization_events()[0].materialization.metadata[
@@ -461,7 +434,7 @@ def test_bad_batches_quarantined_good_batch_trained_nothing_lost(tmp_path, tiny_
         assert baseline["version"] == second.run_id
 
         # Gates that fail block everything below training_data: the registry is unchanged.
-        blocked = _train(settings, instance, overrides={"data": {"min_rows": 100_000}})
+        blocked = train(settings, instance, overrides={"data": {"min_rows": 100_000}})
         assert not blocked.success
         quality = {c.check_name: c for c in blocked.get_asset_check_evaluations()}
         assert not quality["training_data_quality"].passed
@@ -474,9 +447,9 @@ def test_bad_batches_quarantined_good_batch_trained_nothing_lost(tmp_path, tiny_
         later = netflix.iloc[3000:]
         docs = later[later["genres"].str.contains("Documentaries")].head(400)
         docs.to_csv(landing / "documentaries.csv", index=False)
-        assert _ingest(defs, instance, landing_store, ["documentaries.csv"])[
+        assert ingest(defs, instance, landing_store, ["documentaries.csv"])[
             "documentaries.csv"].passed
-        drifted = _train(settings, instance)
+        drifted = train(settings, instance)
         assert not drifted.success
         result = {c.check_name: c for c in drifted.get_asset_check_evaluations()}
         assert result["training_data_quality"].passed
@@ -490,7 +463,7 @@ def test_bad_batches_quarantined_good_batch_trained_nothing_lost(tmp_path, tiny_
         assert TrainingDataBaseline(artifacts).accepted()["version"] == second.run_id
         # A later run that starts below training_data (a retrain request reusing the data
         # version, a selection in the UI) does not build on the stored version that failed.
-        below = _train(settings, instance, selection=AssetSelection.assets("data_splits"))
+        below = train(settings, instance, selection=AssetSelection.assets("data_splits"))
         assert not below.success
         (failure,) = below.get_step_failure_events()
         message = failure.event_specific_data.error.to_string()  # the cause: our message
@@ -582,7 +555,7 @@ def test_sensor_requests_new_and_changed_files_once(tmp_path, tiny_bert_dir, net
         (request,) = first.run_requests
         assert request.partition_key == "a.csv" and request.run_key.startswith("a.csv@")
         assert first.dynamic_partitions_requests[0].partition_keys == ["a.csv"]
-        _ingest(defs, instance, LocalArtifactStore(landing), ["a.csv"])
+        ingest(defs, instance, LocalArtifactStore(landing), ["a.csv"])
         assert tick().run_requests == []
         netflix.iloc[60:120].to_csv(landing / "a.csv", index=False)  # re-uploaded, new content
         changed = tick()

@@ -35,12 +35,11 @@ from dagster._core.test_utils import create_run_for_test, instance_for_test
 from dagster._grpc.types import ExecuteStepArgs
 from dagster_k8s.client import DagsterKubernetesClient
 
-from tests.test_helm_values import chart_values
+from tests.helpers.helm import chart_values
 from trending_assets import definitions
 from trending_assets.k8s import executor_config, step_pod
 from trending_assets.settings import ConfigError, Settings, load_settings
 
-REPO = Path(__file__).resolve().parents[1]
 IMAGE = "ghcr.io/trending-now/trending-assets:0123abc"
 # The oldest version a managed cluster still runs, and the newest schema there is.
 KUBERNETES_VERSIONS = ("1.33.0", kubernetes_validate.latest_version())

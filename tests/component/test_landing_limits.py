@@ -18,6 +18,8 @@ from dagster import instance_for_test, materialize
 from resources.landing_reader import read_bounded
 from resources.quarantine import QuarantineStore
 from resources.storage import ArtifactStoreResource, LocalArtifactStore
+from tests.conftest import write_test_configs
+from tests.helpers import REPO
 from trending_assets.assets.ingestion import landing_files, raw_titles
 from trending_assets.checks.batch_quality import assess_batch
 from trending_assets.ml.dataset import load_landing_file
@@ -25,9 +27,6 @@ from trending_assets.ml.limits import LandingLimits
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.settings import SettingsResource, load_settings
 
-from .conftest import write_test_configs
-
-REPO = Path(__file__).resolve().parents[1]
 HEADER = b"id,title,kind,description,genres,year,source\n"
 ROW = b"1,A title,movie,A long enough synopsis of the film,Dramas,2020,netflix\n"
 MB = 2**20

@@ -9,14 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, SensorResult, build_sensor_context, instance_for_test
+from dagster import SensorResult, instance_for_test
 
 from resources.storage import ArtifactStoreResource
+from tests.helpers.sensors import Ticker
 from trending_assets.assets.ingestion import landing_files
-from trending_assets.automation.landing import ETAG_TAG, build_landing_sensor
+from trending_assets.automation.landing import ETAG_TAG
 from trending_assets.settings import LandingSensorSettings
-
-from .test_storage_registry import s3_client  # noqa: F401  (the moto server fixture)
 
 LANDING_PREFIX = "landing"
 
@@ -26,7 +25,7 @@ def today(days_ago: int = 0) -> str:
 
 
 @pytest.fixture
-def bucket(s3_client) -> str:  # noqa: F811
+def bucket(s3_client) -> str:
     name = f"landing-{uuid.uuid4().hex[:12]}"
     s3_client.create_bucket(Bucket=name)
     return name
@@ -38,37 +37,14 @@ def instance():
         yield inst
 
 
-class Ticker:
-    """Ticks a landing sensor the way the daemon does: the cursor is kept between ticks and
-    the dynamic partitions each tick asks for are added."""
-
-    def __init__(self, instance: DagsterInstance, resource: ArtifactStoreResource,
-                 settings: LandingSensorSettings) -> None:
-        self.instance = instance
-        self.resource = resource
-        self.sensor = build_landing_sensor(settings, running=False)
-        self.cursor: str | None = None
-
-    def tick(self) -> SensorResult:
-        context = build_sensor_context(instance=self.instance, cursor=self.cursor,
-                                       resources={"landing": self.resource})
-        result = self.sensor(context)
-        assert isinstance(result, SensorResult)
-        for request in result.dynamic_partitions_requests or []:
-            self.instance.add_dynamic_partitions(request.partitions_def_name,
-                                                 list(request.partition_keys))
-        self.cursor = result.cursor
-        return result
-
-
-def s3_ticker(instance, s3_client, bucket, **settings) -> Ticker:  # noqa: F811
+def s3_ticker(instance, s3_client, bucket, **settings) -> Ticker:
     endpoint = s3_client.meta.endpoint_url
     resource = ArtifactStoreResource(uri=f"s3://{bucket}/{LANDING_PREFIX}",
                                      s3_endpoint_url=endpoint)
     return Ticker(instance, resource, LandingSensorSettings(layout="dated", **settings))
 
 
-def put(s3_client, bucket: str, key: str, body: bytes) -> dict:  # noqa: F811
+def put(s3_client, bucket: str, key: str, body: bytes) -> dict:
     return s3_client.put_object(Bucket=bucket, Key=f"{LANDING_PREFIX}/{key}", Body=body)
 
 
@@ -76,7 +52,7 @@ def requested(result: SensorResult) -> dict[str, str]:
     return {r.partition_key: r.run_key for r in result.run_requests}
 
 
-def test_new_files_become_partitions_and_runs_once(instance, s3_client, bucket):  # noqa: F811
+def test_new_files_become_partitions_and_runs_once(instance, s3_client, bucket):
     ticker = s3_ticker(instance, s3_client, bucket)
     etags = {}
     for name in ("a.csv", "b.csv"):
@@ -104,7 +80,7 @@ def test_new_files_become_partitions_and_runs_once(instance, s3_client, bucket):
     assert len(instance.get_dynamic_partitions(landing_files.name)) == 2
 
 
-def test_same_second_uploads_are_never_skipped(instance, s3_client, bucket):  # noqa: F811
+def test_same_second_uploads_are_never_skipped(instance, s3_client, bucket):
     ticker = s3_ticker(instance, s3_client, bucket)
     put(s3_client, bucket, f"{today()}/first.csv", b"1")
     assert list(requested(ticker.tick())) == [f"{today()}/first.csv"]
@@ -117,7 +93,7 @@ def test_same_second_uploads_are_never_skipped(instance, s3_client, bucket):  # 
     assert list(requested(ticker.tick())) == [f"{today()}/second.csv"]
 
 
-def test_a_thousand_objects_in_one_tick(instance, s3_client, bucket):  # noqa: F811
+def test_a_thousand_objects_in_one_tick(instance, s3_client, bucket):
     # page_size 300: the tick pages through four LIST responses
     ticker = s3_ticker(instance, s3_client, bucket, page_size=300)
     keys = [f"{today()}/batch-{i:04d}.csv" for i in range(1000)]
@@ -130,7 +106,7 @@ def test_a_thousand_objects_in_one_tick(instance, s3_client, bucket):  # noqa: F
     assert ticker.tick().run_requests == []
 
 
-def test_more_than_the_tick_limit_waits_for_the_next_tick(instance, s3_client, bucket):  # noqa: F811
+def test_more_than_the_tick_limit_waits_for_the_next_tick(instance, s3_client, bucket):
     ticker = s3_ticker(instance, s3_client, bucket, max_runs_per_tick=3)
     for i in range(5):
         put(s3_client, bucket, f"{today()}/f{i}.csv", str(i).encode())
@@ -139,7 +115,7 @@ def test_more_than_the_tick_limit_waits_for_the_next_tick(instance, s3_client, b
     assert ticker.tick().run_requests == []
 
 
-def test_cursor_keeps_only_the_window(instance, s3_client, bucket):  # noqa: F811
+def test_cursor_keeps_only_the_window(instance, s3_client, bucket):
     ticker = s3_ticker(instance, s3_client, bucket, lookback_days=1)
     put(s3_client, bucket, f"{today(1)}/y.csv", b"y")
     put(s3_client, bucket, f"{today()}/t.csv", b"t")
@@ -161,14 +137,14 @@ def test_local_folder_with_the_same_sensor(instance, tmp_path: Path):
     assert ticker.tick().run_requests == []
 
 
-def test_unreadable_cursor_relists_without_crashing(instance, s3_client, bucket):  # noqa: F811
+def test_unreadable_cursor_relists_without_crashing(instance, s3_client, bucket):
     ticker = s3_ticker(instance, s3_client, bucket)
     put(s3_client, bucket, f"{today()}/a.csv", b"a")
     ticker.cursor = "not json"
     assert list(requested(ticker.tick())) == [f"{today()}/a.csv"]
 
 
-def test_hidden_and_unsafe_names_are_said_not_ingested(instance, s3_client, bucket):  # noqa: F811
+def test_hidden_and_unsafe_names_are_said_not_ingested(instance, s3_client, bucket):
     from trending_assets.automation.landing import landing_tick
 
     store = ArtifactStoreResource(uri=f"s3://{bucket}/{LANDING_PREFIX}",

@@ -12,14 +12,13 @@ import pytest
 from dagster import instance_for_test
 from markdown_it import MarkdownIt
 
+from tests.conftest import write_test_configs
 from trending_assets.assets.ingestion import _quarantine_table
 from trending_assets.checks.gx_suites import ExpectationOutcome, SuiteOutcome
 from trending_assets.definitions import build_definitions
 from trending_assets.ml.gate import blessing_markdown, criteria_markdown
 from trending_assets.ml.markdown import md_bullets, md_cell, md_table, md_text
 from trending_assets.settings import load_settings
-
-from .conftest import write_test_configs
 
 PIXEL = "![x](http://e/x.png)"
 SEPARATOR = re.compile(r"(?<!\\)(?:\\\\)*\|")  # a pipe after an even run of backslashes

@@ -31,8 +31,6 @@ from trending_assets.ml.manifest import folder_digest
 from trending_assets.ml.reproduce import ReproductionError
 from trending_assets.settings import ConfigError, SettingsResource, load_settings
 
-from .test_storage_registry import s3_client  # noqa: F401  (the moto server fixture)
-
 BERT = "trending-now-bert"
 
 
@@ -46,7 +44,7 @@ def upload_folder(client, folder: Path, bucket: str, prefix: str) -> list[str]:
 
 
 @pytest.fixture
-def uploaded_model(s3_client, tiny_bert_dir: Path) -> tuple[str, str]:  # noqa: F811
+def uploaded_model(s3_client, tiny_bert_dir: Path) -> tuple[str, str]:
     """(bucket, prefix) holding the tiny BERT folder."""
     bucket = f"models-{uuid.uuid4().hex[:10]}"
     s3_client.create_bucket(Bucket=bucket)
@@ -55,7 +53,7 @@ def uploaded_model(s3_client, tiny_bert_dir: Path) -> tuple[str, str]:  # noqa: 
 
 
 @pytest.fixture
-def gets(s3_client) -> Iterator[list[str]]:  # noqa: F811
+def gets(s3_client) -> Iterator[list[str]]:
     """Keys of every GetObject the test's S3 client sends."""
     seen: list[str] = []
     event, handler_id = "before-parameter-build.s3.GetObject", f"gets-{uuid.uuid4()}"
@@ -66,7 +64,7 @@ def gets(s3_client) -> Iterator[list[str]]:  # noqa: F811
 
 
 def test_copied_once_by_content_and_again_when_it_changes(
-        s3_client, uploaded_model, gets: list[str], tiny_bert_dir: Path,  # noqa: F811
+        s3_client, uploaded_model, gets: list[str], tiny_bert_dir: Path,
         tmp_path: Path) -> None:
     bucket, prefix = uploaded_model
     source = S3ArtifactStore(s3_client, bucket, prefix)
@@ -117,7 +115,7 @@ def test_copied_once_by_content_and_again_when_it_changes(
 
 
 def test_incomplete_or_empty_prefix_is_refused_before_any_download(
-        s3_client, uploaded_model, gets: list[str], tmp_path: Path) -> None:  # noqa: F811
+        s3_client, uploaded_model, gets: list[str], tmp_path: Path) -> None:
     bucket, prefix = uploaded_model
     s3_client.delete_object(Bucket=bucket, Key=f"{prefix}/tokenizer.json")
     s3_client.delete_object(Bucket=bucket, Key=f"{prefix}/vocab.txt")
@@ -161,7 +159,7 @@ def test_other_schemes_are_a_config_error() -> None:
 
 
 def test_bert_model_trains_from_an_s3_model_path(
-        s3_client, uploaded_model, tiny_bert_dir: Path, tmp_path: Path,  # noqa: F811
+        s3_client, uploaded_model, tiny_bert_dir: Path, tmp_path: Path,
         netflix: pd.DataFrame) -> None:
     bucket, prefix = uploaded_model
     uri = f"s3://{bucket}/{prefix}"
@@ -195,7 +193,7 @@ def test_bert_model_trains_from_an_s3_model_path(
 
 
 def test_registered_version_records_the_base_model_it_trained_from_and_reproduces(
-        s3_client, uploaded_model, tiny_bert_dir: Path, tmp_path: Path,  # noqa: F811
+        s3_client, uploaded_model, tiny_bert_dir: Path, tmp_path: Path,
         netflix: pd.DataFrame) -> None:
     """Trained from an S3 upload that is replaced before the version is registered: the
     manifest names the files training read; reproducing refuses the replaced upload and
@@ -248,7 +246,7 @@ def test_registered_version_records_the_base_model_it_trained_from_and_reproduce
 @pytest.mark.parametrize("bad_key", ["{tmp}/escaped.txt", "../escaped.txt",
                                      "sub/../../escaped.txt"])
 def test_a_key_that_would_leave_the_cache_is_refused(
-        s3_client, uploaded_model, tmp_path: Path, bad_key: str) -> None:  # noqa: F811
+        s3_client, uploaded_model, tmp_path: Path, bad_key: str) -> None:
     bucket, prefix = uploaded_model
     bad_key = bad_key.format(tmp=tmp_path)  # absolute: joined to a folder it replaces it
     s3_client.put_object(Bucket=bucket, Key=f"{prefix}/{bad_key}", Body=b"outside")

@@ -14,14 +14,9 @@ from resources.io_manager import ArtifactIntegrityError, sha256_hex
 from resources.registry import ModelRegistry
 from resources.registry_audit import audit, registry_command, repair
 from resources.storage import ArtifactNotFoundError, ArtifactStore, LocalArtifactStore
+from tests.conftest import write_test_configs
+from tests.helpers.s3 import saver
 from trending_assets import cli
-
-from . import test_storage_registry
-from .conftest import write_test_configs
-
-s3_client = test_storage_registry.s3_client
-store = test_storage_registry.store
-_saver = test_storage_registry._saver
 
 BOOSTER = b"booster-bytes-" * 64
 GENRES = b'["Drama", "Comedy"]'
@@ -74,7 +69,7 @@ def _register(registry: ModelRegistry, model: str, files: dict[str, bytes], alia
     """A registration as governance makes it: conditional on the champion, which is
     verified, with a document naming the version."""
     return registry.register(
-        model, _saver(files), {"run_id": "r"}, aliases, "passed its gates",
+        model, saver(files), {"run_id": "r"}, aliases, "passed its gates",
         documents=lambda v: {"model_card.md": f"# {model} v{v}".encode()},
         expected={"production": champion}, verify=() if champion is None else (champion,))
 

@@ -17,22 +17,14 @@ from resources.io_manager import ArtifactIntegrityError, sha256_hex
 from resources.registry import AliasConflictError, ModelRegistry
 from resources.storage import ArtifactStore, LocalArtifactStore
 from resources.tracking import TrackedRun, WandbTracker, registry_target
+from tests.helpers.s3 import saver
+from tests.helpers.wandb_offline import read_run
 from trending_assets.governance import complete_wandb_links
 from trending_assets.ml.linear import LinearGenreModel, LinearParams
 from trending_assets.ml.tfidf import TfidfEncoder, TfidfParams
 
-from . import test_storage_registry
-from .wandb_offline import read_run
-
-# The moto S3 server on loopback and the store fixture over it and a local folder.
-s3_client = test_storage_registry.s3_client
-store = test_storage_registry.store
-
 WORKERS = 20
 MODEL = "trending-now-xgboost"
-
-
-_saver = test_storage_registry._saver
 
 
 def test_twenty_concurrent_registrations(store: ArtifactStore) -> None:
@@ -46,7 +38,7 @@ def test_twenty_concurrent_registrations(store: ArtifactStore) -> None:
         weights = f"weights-{i}-".encode() * 200
         start.wait(timeout=60)
         return registry.register(
-            MODEL, _saver({"weights.bin": weights, "sub/genres.json": b'["Drama"]'}),
+            MODEL, saver({"weights.bin": weights, "sub/genres.json": b'["Drama"]'}),
             {"worker": i}, ["staging"], f"worker {i}",
             documents=lambda version: {"card.md": f"# v{version} by worker {i}".encode()})
 
@@ -85,8 +77,8 @@ def test_conditional_promotion_has_one_winner(store: ArtifactStore) -> None:
     """Challengers judged against the same champion race for `production`: one moves it,
     the others are told who holds it now."""
     registry = ModelRegistry(store)
-    registry.register(MODEL, _saver({"w": b"champion"}), {}, ["production"], "first")
-    challengers = [registry.register(MODEL, _saver({"w": f"c{i}".encode()}), {}, [],
+    registry.register(MODEL, saver({"w": b"champion"}), {}, ["production"], "first")
+    challengers = [registry.register(MODEL, saver({"w": f"c{i}".encode()}), {}, [],
                                      "candidate")["version"] for i in range(6)]
     start = threading.Barrier(len(challengers))
 
@@ -166,7 +158,7 @@ def test_offline_registration_is_pending_and_completed_after_sync(tmp_path: Path
     tracker = WandbTracker(mode="offline", project="trending-now", dir=str(tmp_path / "wandb"))
     target = registry_target("model", MODEL)
     for version, aliases in ((1, ["staging", "production"]), (2, []), (3, ["staging"])):
-        registry.register(MODEL, _saver({"w": f"v{version}".encode()}), {}, aliases, "test")
+        registry.register(MODEL, saver({"w": f"v{version}".encode()}), {}, aliases, "test")
         files = tmp_path / f"v{version}"
         registry.download(MODEL, version, files)
         with tracker.start_run(name=f"register-v{version}", job_type="register",

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import threading
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import boto3
 import pandas as pd
 import pytest
-from botocore.config import Config
-from moto.s3.responses import S3Response
-from moto.server import ThreadedMotoServer
 
 from resources.io_manager import (
     ArtifactIntegrityError,
@@ -33,65 +26,7 @@ from resources.storage import (
     S3ArtifactStore,
     split_s3_uri,
 )
-
-from .ports import free_port
-
-S3_PREFIX = "trending/artifacts"
-
-
-
-
-@pytest.fixture(scope="module")
-def s3_client() -> Iterator[object]:
-    """A boto3 client talking HTTP to a moto server on loopback (not the in-process mock)."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    with pytest.MonkeyPatch.context() as mp:
-        # Real S3 evaluates `If-None-Match: *` atomically; moto checks, then writes, in two
-        # steps. Serialising moto's PutObject handler restores S3's guarantee, so the
-        # concurrency test measures the registry, not a race inside the emulator.
-        put_lock = threading.Lock()
-        original_put = S3Response.put_object
-
-        def atomic_put(self, *args, **kwargs):
-            with put_lock:
-                return original_put(self, *args, **kwargs)
-
-        mp.setattr(S3Response, "put_object", atomic_put)
-        mp.setattr(logging.getLogger("werkzeug"), "level", logging.ERROR)  # no access log
-        server.start()
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
-                     "AWS_ENDPOINT_URL_S3", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy",
-                     "https_proxy"):
-            mp.delenv(name, raising=False)
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.setenv("NO_PROXY", "127.0.0.1,localhost")
-        client = boto3.session.Session().client(
-            "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-            config=Config(max_pool_connections=32, retries={"max_attempts": 2}),
-        )
-        try:
-            yield client
-        finally:
-            server.stop()
-
-
-def _new_bucket(client) -> str:
-    bucket = f"test-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket)
-    return bucket
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
-    if request.param == "local":
-        return LocalArtifactStore(tmp_path / "artifacts")
-    client = request.getfixturevalue("s3_client")
-    return S3ArtifactStore(client, _new_bucket(client), S3_PREFIX)
-
+from tests.helpers.s3 import S3_PREFIX, new_bucket, saver
 
 # --- stores -----------------------------------------------------------------------------
 
@@ -121,7 +56,7 @@ def test_list_keys_sorted_and_prefix_scoped(store: ArtifactStore) -> None:
 
 
 def test_s3_store_stays_inside_its_prefix(s3_client) -> None:
-    bucket = _new_bucket(s3_client)
+    bucket = new_bucket(s3_client)
     s3_client.put_object(Bucket=bucket, Key="other/outside.txt", Body=b"not ours")
     store = S3ArtifactStore(s3_client, bucket, f"/{S3_PREFIX}/")
     assert store.uri == f"s3://{bucket}/{S3_PREFIX}"
@@ -293,14 +228,6 @@ def test_artifact_object_roundtrip_and_type_errors(store: ArtifactStore) -> None
 # --- model registry ---------------------------------------------------------------------
 
 
-def _saver(files: dict[str, bytes]):
-    def save(directory: Path) -> None:
-        for name, data in files.items():
-            (directory / name).parent.mkdir(parents=True, exist_ok=True)
-            (directory / name).write_bytes(data)
-    return save
-
-
 V1_FILES = {"weights.npz": b"weights-v1", "meta/genres.json": b'["Drama"]'}
 V2_FILES = {"weights.npz": b"weights-v2", "meta/genres.json": b'["Drama"]'}
 
@@ -308,9 +235,9 @@ V2_FILES = {"weights.npz": b"weights-v2", "meta/genres.json": b'["Drama"]'}
 def test_register_versions_and_records(store: ArtifactStore) -> None:
     registry = ModelRegistry(store)
     assert registry.versions("genre-xgb") == []
-    e1 = registry.register("genre-xgb", _saver(V1_FILES),
+    e1 = registry.register("genre-xgb", saver(V1_FILES),
                            {"run_id": "run-1", "metrics": {"macro_f1": 0.41}}, [], "first")
-    e2 = registry.register("genre-xgb", _saver(V2_FILES),
+    e2 = registry.register("genre-xgb", saver(V2_FILES),
                            {"run_id": "run-2", "metrics": {"macro_f1": 0.47}}, [], "second")
     assert (e1["version"], e2["version"]) == (1, 2)
     assert registry.versions("genre-xgb") == [1, 2]
@@ -338,7 +265,7 @@ def test_register_versions_and_records(store: ArtifactStore) -> None:
 
 def test_download_reproduces_and_verifies(store: ArtifactStore, tmp_path: Path) -> None:
     registry = ModelRegistry(store)
-    registry.register("genre-linear", _saver(V1_FILES), {"run_id": "r"}, [], "first")
+    registry.register("genre-linear", saver(V1_FILES), {"run_id": "r"}, [], "first")
     target = registry.download("genre-linear", 1, tmp_path / "v1")
     assert target == tmp_path / "v1"
     got = {p.relative_to(target).as_posix(): p.read_bytes()
@@ -353,9 +280,9 @@ def test_download_reproduces_and_verifies(store: ArtifactStore, tmp_path: Path) 
 
 def test_aliases_replayed_from_events(store: ArtifactStore) -> None:
     registry = ModelRegistry(store)
-    registry.register("genre-bert", _saver(V1_FILES), {"run_id": "r1"}, ["staging"], "first")
+    registry.register("genre-bert", saver(V1_FILES), {"run_id": "r1"}, ["staging"], "first")
     assert registry.aliases("genre-bert") == {"staging": 1}
-    registry.register("genre-bert", _saver(V2_FILES), {"run_id": "r2"}, [], "second")
+    registry.register("genre-bert", saver(V2_FILES), {"run_id": "r2"}, [], "second")
     assert registry.aliases("genre-bert") == {"staging": 1}  # registering moves nothing
     registry.set_alias("genre-bert", "staging", 2, "v2 passed its gates")
     registry.set_alias("genre-bert", "production", 1, "hold production back")
@@ -373,7 +300,7 @@ def test_set_alias_to_missing_version_raises(store: ArtifactStore) -> None:
     registry = ModelRegistry(store)
     with pytest.raises(RegistryError, match="no version 1"):
         registry.set_alias("genre-xgb", "staging", 1, "nothing registered yet")
-    registry.register("genre-xgb", _saver(V1_FILES), {}, ["staging"], "first")
+    registry.register("genre-xgb", saver(V1_FILES), {}, ["staging"], "first")
     with pytest.raises(RegistryError, match="genre-xgb: no version 3 to point alias 'staging'"):
         registry.set_alias("genre-xgb", "staging", 3, "typo")
     assert registry.aliases("genre-xgb") == {"staging": 1}
@@ -388,7 +315,7 @@ def test_concurrent_registrations_get_distinct_versions(store: ArtifactStore) ->
     def register(i: int) -> dict:
         start.wait(timeout=30)
         return registry.register(
-            "genre-xgb", _saver({"weights.npz": f"weights-{i}".encode()}), {"worker": i}, [],
+            "genre-xgb", saver({"weights.npz": f"weights-{i}".encode()}), {"worker": i}, [],
             f"worker {i}",
         )
 

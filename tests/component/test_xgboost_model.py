@@ -17,6 +17,7 @@ from sklearn.feature_selection import chi2
 from sklearn.naive_bayes import MultinomialNB
 
 from resources.tracking import WandbTracker
+from tests.helpers import REPO
 from trending_assets.assets.tuning import xgboost_hyperparameters
 from trending_assets.bench import xgboost as bench
 from trending_assets.ml.dataset import (
@@ -45,7 +46,6 @@ from trending_assets.ml.xgboost_model import (
 )
 from trending_assets.settings import SettingsResource, XGBoostSettings
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = XGBoostParams(n_estimators=15, max_depth=3, learning_rate=0.3, max_bin=32,
                       k_best_features=300, early_stopping_rounds=10, linear_folds=3, n_jobs=1)
 

@@ -16,12 +16,10 @@ from dagster import (
     instance_for_test,
 )
 
+from tests.conftest import write_test_configs
 from trending_assets.assets.ingestion import landing_files
 from trending_assets.definitions import build_definitions, build_resources
 from trending_assets.settings import Settings, load_settings
-
-from .conftest import write_test_configs
-from .test_alerts import receiver  # noqa: F401  (the webhook server fixture)
 
 MODELS = ("trending-now-xgboost", "trending-now-bert")
 
@@ -72,7 +70,7 @@ def materializations(instance: DagsterInstance, name: str) -> int:
 
 def test_landing_file_retrains_and_bad_file_alerts(pipeline_env, tmp_path: Path,
                                                   tiny_bert_dir: Path,
-                                                  receiver):  # noqa: F811
+                                                  receiver):
     config_dir = write_test_configs(
         tmp_path / "e2e-configs", pipeline_env["root"], tiny_bert_dir, {
             "automation": {"retrain": {"min_new_rows": 100, "min_interval_minutes": 0,

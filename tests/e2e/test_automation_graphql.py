@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from dagster import AssetKey, DagsterInstance
 
+from tests.helpers.dagster_ui import DagsterUI
 from trending_assets.automation.requests import (
     REASON_TAG,
     REQUESTED_BY_TAG,
     settings_run_config,
     training_selection,
 )
-
-from .dagster_ui import DagsterUI
 
 
 def test_retrain_with_overrides_and_reason_through_graphql(dagster_ui: DagsterUI):

@@ -14,9 +14,17 @@ import pytest
 
 from resources.registry import ModelRegistry
 from resources.storage import LocalArtifactStore
+from tests.conftest import write_test_configs
+from tests.helpers import REPO
 from trending_assets.ml.xgboost_model import BOOSTER_FILE, XGBoostGenreModel
 
-from .conftest import REPO, write_test_configs
+
+def cli_env(tmp_path: Path, config_dir: Path) -> dict[str, str]:
+    """The environment of a `cli` process: a fresh Dagster instance under `tmp_path` and the
+    local configuration from `config_dir`."""
+    (tmp_path / "home").mkdir()
+    return {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"),
+            "TRENDING_CONFIG_DIR": str(config_dir), "APP_ENV": "local"}
 
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -28,9 +36,7 @@ def test_run_seeds_once_processes_new_files_and_summarizes(tmp_path, tiny_bert_d
     root = tmp_path / "root"
     config_dir = write_test_configs(tmp_path / "configs", root, tiny_bert_dir,
                                     {"storage": {"seed_sample": True}})
-    (tmp_path / "home").mkdir()
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"),
-           "TRENDING_CONFIG_DIR": str(config_dir), "APP_ENV": "local"}
+    env = cli_env(tmp_path, config_dir)
 
     first = run_cli(env, "run")
     assert first.returncode == 0, first.stdout + first.stderr
@@ -91,9 +97,7 @@ def test_refused_model_is_a_result_and_nothing_retrains_after_it(tmp_path, tiny_
     root = pipeline_env["root"]
     config_dir = write_test_configs(tmp_path / "configs", root, tiny_bert_dir,
                                     {"gates": {"xgboost": {"min_macro_f1": 0.99}}})
-    (tmp_path / "home").mkdir()
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"),
-           "TRENDING_CONFIG_DIR": str(config_dir), "APP_ENV": "local"}
+    env = cli_env(tmp_path, config_dir)
 
     first = run_cli(env, "run")
     assert first.returncode == 0, first.stdout + first.stderr
@@ -133,8 +137,7 @@ def test_refused_model_is_a_result_and_nothing_retrains_after_it(tmp_path, tiny_
 def test_configuration_errors_are_reported_without_a_traceback(tmp_path, tiny_bert_dir):
     config_dir = write_test_configs(tmp_path / "configs", tmp_path / "root", tiny_bert_dir,
                                     {"bert": {"epochs": 0}})
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "TRENDING_CONFIG_DIR": str(config_dir),
-           "APP_ENV": "local"}
+    env = cli_env(tmp_path, config_dir)
     bad_value = run_cli(env, "run")
     assert bad_value.returncode == 2
     assert bad_value.stderr == (
@@ -201,9 +204,7 @@ def test_flipped_byte_in_production_is_reported_and_replaced_by_the_next_run(
     netflix.sample(800, random_state=0).to_csv(root / "landing" / "batch-001.csv", index=False)
     config_dir = write_test_configs(tmp_path / "configs", root, tiny_bert_dir, {
         "gates": {f: {"first_run_promote_to": "production"} for f in ("xgboost", "bert")}})
-    (tmp_path / "home").mkdir()
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"),
-           "TRENDING_CONFIG_DIR": str(config_dir), "APP_ENV": "local"}
+    env = cli_env(tmp_path, config_dir)
     first = run_cli(env, "run")
     assert first.returncode == 0, first.stdout + first.stderr
     assert run_cli(env, "registry", "verify").returncode == 0

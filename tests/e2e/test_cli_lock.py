@@ -12,9 +12,8 @@ from pathlib import Path
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, instance_for_test
 
 from resources.storage import LocalArtifactStore
+from tests.helpers import REPO
 from trending_assets.stale_runs import HOST_TAG, PID_TAG, cli_process_tags, fail_dead_cli_runs
-
-from .conftest import REPO
 
 
 def start_cli(env: dict[str, str], *args: str) -> subprocess.Popen:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
 
+from tests.helpers import REPO
 from trending_assets.ui_check import problems
-
-from .conftest import REPO
 
 BIN = Path(sys.executable).parent
 

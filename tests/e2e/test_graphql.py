@@ -3,7 +3,7 @@ the check results back."""
 
 from __future__ import annotations
 
-from .dagster_ui import BAD_BATCH, DagsterUI
+from tests.helpers.dagster_ui import BAD_BATCH, DagsterUI
 
 # Training data and the reference model: the cheapest slice of the graph with data checks
 # and a model gate (the browser test materializes the whole training graph).

@@ -43,9 +43,11 @@ from dagster._daemon.sensor import execute_sensor_iteration
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from resources.notify import DeliveryLedger
+from tests.helpers import REPO
 from trending_assets.rehearsal.services import PostgresServer, ServiceError
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.postgres
+
 INSTANCE_CONFIG = REPO / "configs" / "dagster-production.yaml"
 
 

@@ -2,85 +2,45 @@
 split (champion re-scored on the same rows), an audited forced promotion, and retraining
 registered versions from their manifests.
 
-One small real sample (400 titles, tiny BERT) trained once for the module: every test here
-reads that registry, so the graph runs once (about a minute on two cores)."""
+The first run and the reproductions read the test run's shared trained graph (the
+`trained_graph` fixture, tests/e2e/conftest.py); the challenger ingests and trains again, so
+it has a graph of its own."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance, instance_for_test
+from dagster import AssetKey
 
-from resources.registry import ModelRegistry
-from resources.storage import LocalArtifactStore
-from trending_assets.definitions import build_definitions
+from tests.helpers.pipeline import GOVERNANCE_CONFIG, Pipeline, first_run
 from trending_assets.governance import reproduce_version
-from trending_assets.settings import Settings, load_settings
-
-from .conftest import write_test_configs
 
 XGB, BERT = "trending-now-xgboost", "trending-now-bert"
 XGBOOST_PATH = ["training_data", "data_splits", "tfidf_features", "reference_model",
                 "reference_evaluation", "xgboost_model", "xgboost_evaluation",
                 "registered_xgboost_model"]
-# Both families become champion on the first run (the shipped base waits for a person).
-# Small random samples: more titles without a canonical genre than the data gate allows, and
-# a second batch of 150 titles drifts from the first 400 by chance. Data gates are not under
-# test here.
-TEST_CONFIG = {
-    "gates": {f: {"first_run_promote_to": "production"} for f in ("xgboost", "bert")},
-    "registry": {"backend": "wandb"},  # offline here: links are recorded as pending
-    "data": {"max_no_genre_share": 0.5, "drift": {
-        name: {"warn": 1.0, "error": 10.0}
-        for name in ("genre_psi", "length_psi", "vocabulary_novelty")}},
-}
-
-
-class Pipeline:
-    def __init__(self, instance: DagsterInstance, settings: Settings, landing: Path) -> None:
-        self.instance, self.settings, self.landing = instance, settings, landing
-        self.registry = ModelRegistry(LocalArtifactStore(settings.storage.root))
-
-    def ingest(self, files: list[str]) -> None:
-        defs = build_definitions(self.settings)
-        self.instance.add_dynamic_partitions("landing_files", files)
-        for name in files:
-            assert defs.resolve_job_def("ingest_landing_file").execute_in_process(
-                instance=self.instance, partition_key=name).success
-
-    def train(self, assets: list[str] | None = None, overrides: dict | None = None,
-              run_config: dict | None = None):
-        defs = build_definitions(self.settings, json.dumps(overrides or {}))
-        return defs.resolve_job_def("train_models").execute_in_process(
-            instance=self.instance, raise_on_error=False, run_config=run_config,
-            asset_selection=None if assets is None else [AssetKey(a) for a in assets])
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path,
-             netflix: pd.DataFrame):
-    root = tmp_path_factory.mktemp("governance")
-    landing = root / "landing"
-    landing.mkdir()
+             netflix: pd.DataFrame) -> Iterator[Pipeline]:
+    """A graph of its own for the challenger: it ingests a second batch and trains again.
+    Small random samples: a second batch of 150 titles drifts from the first 400 by chance,
+    so GOVERNANCE_CONFIG opens the drift gate."""
     sample = netflix.sample(550, random_state=1)
-    sample.iloc[:400].to_csv(landing / "batch-001.csv", index=False)
-    sample.iloc[400:].to_csv(landing / "batch-002.csv", index=False)  # lands later
-    config_dir = write_test_configs(root / "configs", root, tiny_bert_dir, TEST_CONFIG)
-    with instance_for_test() as instance:
-        run = Pipeline(instance, load_settings("local", config_dir), landing)
-        run.ingest(["batch-001.csv"])
-        result = run.train()
-        assert result.success
-        run.first_run = result
+    with first_run(tmp_path_factory.mktemp("governance"), tiny_bert_dir,
+                   {"batch-001.csv": sample.iloc[:400], "batch-002.csv": sample.iloc[400:]},
+                   GOVERNANCE_CONFIG) as run:
         yield run
 
 
-def test_first_run_registers_blessing_card_and_manifest(pipeline: Pipeline) -> None:
-    registry = pipeline.registry
+def test_first_run_registers_blessing_card_and_manifest(trained_graph: Pipeline) -> None:
+    registry = trained_graph.registry
     for model in (XGB, BERT):
         assert registry.versions(model) == [1]
         assert registry.aliases(model) == {"staging": 1, "production": 1}
@@ -100,7 +60,7 @@ def test_first_run_registers_blessing_card_and_manifest(pipeline: Pipeline) -> N
             record["metrics"]["macro_f1"])
         manifest = json.loads(registry.document(model, 1, "manifest.json"))
         assert manifest["data"]["content_hash"] == record["lineage"]["data_version"]
-        assert manifest["data"]["splits_version"] == pipeline.first_run.run_id
+        assert manifest["data"]["splits_version"] == trained_graph.first_run.run_id
         assert manifest["config"]["xgboost"]["n_estimators"] == 30
         assert manifest["dependencies"]["dagster"] == "1.13.27"
         # W&B backend, offline: the version was logged to W&B, its registry link waits
@@ -113,7 +73,7 @@ def test_first_run_registers_blessing_card_and_manifest(pipeline: Pipeline) -> N
     bert_manifest = json.loads(registry.document(BERT, 1, "manifest.json"))
     assert len(bert_manifest["base_model"]["sha256"]) == 64
 
-    (event,) = [e for e in pipeline.first_run.get_asset_materialization_events()
+    (event,) = [e for e in trained_graph.first_run.get_asset_materialization_events()
                 if e.asset_key == AssetKey("registered_xgboost_model")]
     meta = event.materialization.metadata
     assert meta["decision"].value == "promoted"
@@ -124,8 +84,8 @@ def test_first_run_registers_blessing_card_and_manifest(pipeline: Pipeline) -> N
     assert meta["wandb_registry_link"].value == "pending"
 
 
-def test_retraining_from_the_manifest_reproduces_xgboost_exactly(pipeline: Pipeline) -> None:
-    outcome = reproduce_version(pipeline.settings, XGB, 1)
+def test_retraining_from_the_manifest_reproduces_xgboost_exactly(trained_graph: Pipeline) -> None:
+    outcome = reproduce_version(trained_graph.settings, XGB, 1)
     assert outcome.tolerance == 0.0
     assert len(outcome.rows) > 10  # overall, slices and every genre
     assert all(r.difference == 0.0 for r in outcome.rows), outcome.table()
@@ -133,8 +93,8 @@ def test_retraining_from_the_manifest_reproduces_xgboost_exactly(pipeline: Pipel
 
 
 def test_retraining_from_the_manifest_reproduces_bert_within_tolerance(
-        pipeline: Pipeline) -> None:
-    outcome = reproduce_version(pipeline.settings, BERT, 1)
+        trained_graph: Pipeline) -> None:
+    outcome = reproduce_version(trained_graph.settings, BERT, 1)
     assert outcome.tolerance == 0.02  # configs/base.yaml: registry.reproduce_tolerance.bert
     assert outcome.reproduced, outcome.table()
     assert outcome.largest_difference <= 0.02

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from .dagster_ui import ARTIFACTS, BAD_BATCH, DagsterUI
+from tests.helpers.dagster_ui import ARTIFACTS, BAD_BATCH, DagsterUI
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",

@@ -22,10 +22,10 @@ import yaml
 from dagster import DagsterInstance
 from dagster_graphql import DagsterGraphQLClient
 
-from .conftest import write_test_configs
-from .ports import free_port
+from tests.conftest import write_test_configs
+from tests.helpers import REPO
+from tests.helpers.ports import free_port
 
-REPO = Path(__file__).resolve().parents[1]
 # Screenshots and the webserver log land here (gitignored); `make screenshots` copies the
 # README's pictures from here to docs/screenshots/.
 ARTIFACTS = REPO / "test-artifacts" / "ui"
@@ -66,8 +66,6 @@ query Runs($job: String!) {
   runsOrError(filter: {pipelineName: $job}) { ... on Runs { results { runId status } } }
 }
 """
-
-
 
 
 @dataclass

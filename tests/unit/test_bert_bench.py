@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers import REPO
 from trending_assets.bench import bert as bench
 
-REPO = Path(__file__).resolve().parents[1]
 # What a GPU image with only torch, transformers (and its dependencies) and numpy lacks.
 ABSENT = ("pandas", "sklearn", "scipy", "dagster", "pydantic", "yaml", "wandb",
           "great_expectations", "boto3", "pyarrow", "matplotlib", "xgboost", "resources",

@@ -13,10 +13,9 @@ import sys
 import pytest
 import torch
 
+from tests.helpers import REPO
 from trending_assets.bench import bert_checks as checks
 from trending_assets.ml import bert_loop
-
-from .test_bert_bench import REPO
 
 CPU = torch.device("cpu")
 

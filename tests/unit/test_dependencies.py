@@ -4,11 +4,12 @@ direct and transitive dependency, and this environment holds exactly those versi
 
 import tomllib
 from importlib.metadata import requires, version
-from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from tests.helpers import REPO
 
 DAGSTER = "1.13.27"
 CORE_PACKAGES = ("dagster", "dagster-webserver", "dagster-graphql", "dagster-pipes",
@@ -34,7 +35,6 @@ def test_cpu_builds_are_installed():
     assert xgboost.__version__ == "3.2.0"
 
 
-REPO = Path(__file__).resolve().parents[1]
 LOCK = REPO / "requirements" / "lock.txt"
 
 

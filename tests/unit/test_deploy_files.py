@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import REPO
 from trending_assets.rehearsal import stack
 
-REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 
@@ -162,7 +162,7 @@ def test_staging_deploys_the_sha_tagged_image_and_smokes_the_graph():
     assert "${{ github.sha }}" in push["with"]["tags"]
     commands = _commands(staging)
     assert "-f helm/values.yaml -f helm/values-staging.yaml" in commands
-    # The smoke step runs the entry point the local rehearsal runs (tests/test_rehearsal.py).
+    # The smoke step runs the entry point the local rehearsal runs (tests/e2e/test_rehearsal.py).
     assert "python -m trending_assets.rehearsal.smoke" in commands
     assert "trending_assets.rehearsal.smoke" in stack.code_location_pod(
         "smoke", stack.smoke_command(1000))["spec"]["template"]["spec"]["containers"][0][

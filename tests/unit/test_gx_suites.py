@@ -5,11 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.helpers import REPO
 from trending_assets.checks.gx_suites import (
     ExpectationOutcome,
     SuiteOutcome,
@@ -17,7 +17,7 @@ from trending_assets.checks.gx_suites import (
     validate_training_table,
 )
 
-DATA = Path(__file__).resolve().parents[1] / "trending_assets" / "data"
+DATA = REPO / "trending_assets" / "data"
 NETFLIX = DATA / "netflix_titles_genres.csv.gz"
 
 GENRES = ["Drama", "Comedy", "Documentary", "Horror"]
@@ -268,7 +268,7 @@ def test_import_is_light_and_offline() -> None:
         "assert not any(m == 'dagster' or m.startswith('dagster.') for m in sys.modules)\n"
         "assert os.environ['GX_ANALYTICS_ENABLED'] == 'false'\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
 # A deliberately trivial raw-tag -> canonical-genre mapping (movie/TV twins share a genre);

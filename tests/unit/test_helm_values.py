@@ -35,10 +35,17 @@ from dagster._core.instance.config import PoolGranularity, dagster_instance_conf
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.test_utils import create_run_for_test
 
-from trending_assets.settings import deep_merge, load_settings
+from tests.helpers import REPO
+from tests.helpers.helm import (
+    HELM,
+    chart_values,
+    helm_merge,
+    load_values,
+    user_values,
+    without_nulls,
+)
+from trending_assets.settings import load_settings
 
-REPO = Path(__file__).resolve().parents[1]
-HELM = REPO / "helm"
 ENVIRONMENTS = ("staging", "production")
 CHART_VERSION = "1.13.27"  # the pinned chart (ci.yml, cd_*.yml), equal to the dagster pin
 CHART_ENV = "TRENDING_HELM_CHART"
@@ -53,39 +60,6 @@ SUBCHART_KEYS = {"postgresql.existingSecret"}
 
 
 # --- values, merged the way Helm merges -f files (no chart needed) ---------------------
-
-def load_values(name: str | Path) -> dict[str, Any]:
-    return yaml.safe_load(Path(HELM / name).read_text()) or {}
-
-
-def helm_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """Helm's merge of a later -f file over an earlier one (pkg/cli/values mergeMaps): maps
-    merge key by key, anything else (lists included) is replaced whole: the settings' merge.
-    A null is kept: when the chart's defaults are coalesced under these values, a null
-    deletes the key."""
-    return deep_merge(base, overlay)
-
-
-def user_values(env: str, *extra_files: Path) -> dict[str, Any]:
-    """`-f helm/values.yaml -f helm/values-<env>.yaml [-f extra ...]`, as Helm receives them
-    (the engine coalesces them over the chart's own values when it validates and renders)."""
-    values: dict[str, Any] = {}
-    for name in ("values.yaml", f"values-{env}.yaml", *extra_files):
-        values = helm_merge(values, load_values(name))
-    return values
-
-
-def _without_nulls(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _without_nulls(v) for k, v in node.items() if v is not None}
-    return node
-
-
-def chart_values(env: str) -> dict[str, Any]:
-    """The values our files set for an environment, merged as Helm merges them, with nulls
-    (which delete a key) applied. The chart's own defaults are not included."""
-    return _without_nulls(user_values(env))
-
 
 # --- credentials ----------------------------------------------------------------------
 
@@ -241,7 +215,7 @@ def test_values_files_merge_as_helm_merges_them():
     merged = helm_merge(base, overlay)
     assert merged == {"a": {"keep": 1, "list": [3], "drop": None, "new": True},
                       "b": [{"name": "two"}]}
-    assert _without_nulls(merged)["a"] == {"keep": 1, "list": [3], "new": True}
+    assert without_nulls(merged)["a"] == {"keep": 1, "list": [3], "new": True}
     assert base["a"]["list"] == [1, 2]  # the inputs are left as they were
     # The environment's deployment entry replaces the base one whole (a list).
     for env in ENVIRONMENTS:
@@ -330,7 +304,7 @@ def test_a_wrong_value_is_refused_with_the_field_named(chart, tmp_path, overlay,
 def test_a_misspelt_key_the_chart_would_ignore_is_named(chart, tmp_path, overlay, where):
     bad = tmp_path / "values-bad.yaml"
     bad.write_text(yaml.safe_dump(overlay))
-    values = _without_nulls(user_values("staging", bad))
+    values = without_nulls(user_values("staging", bad))
     chart.validate_schema(values)  # the chart's schema lets these through
     assert where in undeclared_keys(values, chart.schema, chart.schema)
 

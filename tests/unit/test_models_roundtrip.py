@@ -14,13 +14,13 @@ import yaml
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from tests.helpers import REPO as REPO_ROOT
 from trending_assets.ml.dataset import assign_splits, build_training_table, label_matrix
 from trending_assets.ml.linear import LinearGenreModel, LinearParams
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.ml.tfidf import TfidfEncoder, TfidfFeatures, TfidfParams
 from trending_assets.ml.xgboost_model import XGBoostGenreModel, XGBoostParams, select_features
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 NETFLIX = REPO_ROOT / "trending_assets" / "data" / "netflix_titles_genres.csv.gz"
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib"}
 TFIDF = TfidfParams(ngram_max=2, min_df=2, max_features=50_000, sublinear_tf=True)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers.bert import CPU, table, tiny_network
 from trending_assets.ml.bert_loop import LoopSettings, fit
 from trending_assets.ml.progress import ProgressReporter, progress_line
-
-from .test_bert_loop import CPU, table, tiny_network
 
 
 class FakeClock:

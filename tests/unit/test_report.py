@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from resources.tracking import WandbTracker
+from tests.helpers import wandb_offline
+from tests.helpers.wandb_offline import frames, read_run
 from trending_assets.ml.report import EvaluationResult, evaluate, genre_confusion
-
-from . import wandb_offline
-from .wandb_offline import frames, read_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GENRES = ["Drama", "Comedy", "Horror"]

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.helpers import REPO as REPO_ROOT
 from trending_assets.ml.dataset import (
     REQUIRED_COLUMNS,
     LandingFileError,
@@ -23,7 +24,6 @@ from trending_assets.ml.dataset import (
 )
 from trending_assets.ml.taxonomy import Taxonomy, TaxonomyError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 GENRES_YAML = REPO_ROOT / "configs" / "genres.yaml"
 NETFLIX = REPO_ROOT / "trending_assets" / "data" / "netflix_titles_genres.csv.gz"
 OOD = REPO_ROOT / "trending_assets" / "data" / "streaming_ood_titles_genres.csv.gz"
