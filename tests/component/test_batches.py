@@ -109,6 +109,7 @@ def test_repeated_ids_are_attributed_to_the_batch_that_repeats_them(netflix, tax
     assert found["duplicate id rate across batches (computed)"] == [("repeats.csv", 200)]
 
 
+@pytest.mark.e2e  # trains the graph: too slow for make test-fast
 def test_poison_batch_is_named_then_retired_then_removed(tmp_path, tiny_bert_dir, netflix,
                                                          capsys):
     root, settings, defs = _setup(tmp_path, tiny_bert_dir)

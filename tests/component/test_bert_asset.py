@@ -9,12 +9,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from dagster import DagsterEventType, instance_for_test, materialize, mem_io_manager
 
 from resources.tracking import WandbTracker
 from tests.conftest import splits_asset, title_splits, write_test_configs
 from trending_assets.assets.training import bert_model
 from trending_assets.settings import SettingsResource, load_settings
+
+pytestmark = pytest.mark.e2e  # a preempted and retried BERT step: too slow for make test-fast
 
 PREEMPT_AT_STEP = 20
 

@@ -12,12 +12,15 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from tests.helpers import REPO
 
 ROWS, BATCH, EPOCHS, EVERY = 300, 4, 2, 7
+pytestmark = pytest.mark.e2e  # trainer processes killed and resumed: too slow for make test-fast
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1"}
 
 

@@ -332,6 +332,7 @@ def test_nested_files_are_listed_even_in_a_folder_called_history(tmp_path):
 # --- the assets end to end --------------------------------------------------------------
 
 
+@pytest.mark.e2e  # trains the graph twice: too slow for make test-fast
 def test_bad_batches_quarantined_good_batch_trained_nothing_lost(tmp_path, tiny_bert_dir,
                                                                  netflix):
     root = tmp_path / "root"
@@ -511,6 +512,7 @@ def test_synthetic_rows_derive_from_real_ones(netflix):
     assert np.isin(rows["kind"], ["movie", "tv"]).all()
 
 
+@pytest.mark.e2e  # a `cli run` process
 def test_cli_reports_quarantined_files_and_trains_on_nothing_else(tmp_path, tiny_bert_dir):
     root = tmp_path / "root"
     (root / "landing").mkdir(parents=True)

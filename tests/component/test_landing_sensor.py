@@ -93,6 +93,7 @@ def test_same_second_uploads_are_never_skipped(instance, s3_client, bucket):
     assert list(requested(ticker.tick())) == [f"{today()}/second.csv"]
 
 
+@pytest.mark.e2e  # a thousand S3 objects: too slow for make test-fast
 def test_a_thousand_objects_in_one_tick(instance, s3_client, bucket):
     # page_size 300: the tick pages through four LIST responses
     ticker = s3_ticker(instance, s3_client, bucket, page_size=300)

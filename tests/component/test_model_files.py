@@ -158,6 +158,7 @@ def test_other_schemes_are_a_config_error() -> None:
     assert s3.bert.model_path == "s3://b/models/minilm"  # not made a local path
 
 
+@pytest.mark.e2e  # trains BERT: too slow for make test-fast
 def test_bert_model_trains_from_an_s3_model_path(
         s3_client, uploaded_model, tiny_bert_dir: Path, tmp_path: Path,
         netflix: pd.DataFrame) -> None:
@@ -192,6 +193,7 @@ def test_bert_model_trains_from_an_s3_model_path(
     assert BertGenreModel.load(saved).base_model == trained_from
 
 
+@pytest.mark.e2e  # trains and reproduces BERT: too slow for make test-fast
 def test_registered_version_records_the_base_model_it_trained_from_and_reproduces(
         s3_client, uploaded_model, tiny_bert_dir: Path, tmp_path: Path,
         netflix: pd.DataFrame) -> None:

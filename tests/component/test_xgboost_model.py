@@ -332,6 +332,7 @@ def test_search_logs_every_trial_and_picks_the_best(data: Data) -> None:
     json.dumps(result)  # JSON-able: stored by the IO manager and W&B as is
 
 
+@pytest.mark.e2e  # a hyperparameter search: too slow for make test-fast
 def test_tuning_asset_runs_alone_and_skips_beside_training(data: Data, tmp_path: Path) -> None:
     @asset(name="tfidf_features")
     def features():
@@ -421,6 +422,7 @@ def test_growth_figures() -> None:
     assert bench.growth(scaling, "naive") is None
 
 
+@pytest.mark.e2e  # a worker process that imports the stack: too slow for make test-fast
 def test_worker_process_reports_json(data: Data, tmp_path: Path) -> None:
     bench_data = bench.BenchData(
         genres=data.genres, encoder=data.encoder, val_texts=data.texts["val"],

@@ -90,6 +90,11 @@ def test_whole_graph_materializes_registers_and_tracks(trained_graph: Pipeline):
     # W&B offline runs: one per training and evaluation asset, with what they logged
     folders = sorted((Path(settings.tracking.dir) / "wandb").glob("offline-run-*"))
     runs = [read_run(f) for f in folders]
+    # GOVERNANCE_CONFIG mirrors each registered version into the W&B registry: one more run each
+    mirrored = [r for r in runs if "family" not in r["config"]]
+    assert sorted((r["config"]["model"], r["config"]["version"]) for r in mirrored) == [
+        ("trending-now-bert", 1), ("trending-now-xgboost", 1)]
+    runs = [r for r in runs if "family" in r["config"]]
     by_family = {(r["config"]["family"], "lineage" in r["config"] and
                   "params" in r["config"]): r for r in runs}
     assert len(runs) == 6

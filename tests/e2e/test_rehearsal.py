@@ -44,6 +44,8 @@ from trending_assets.rehearsal import stack
 from trending_assets.rehearsal.kube import KubeStandIn, image_env
 from trending_assets.settings import REPO_ROOT, load_settings
 
+pytestmark = pytest.mark.postgres  # the stack's PostgreSQL server
+
 # Enough optimizer steps that the kill lands mid-training, after a checkpoint.
 BERT_OVERLAY = {"bert": {"epochs": 4, "checkpoint_every_steps": 5}}
 

@@ -37,6 +37,7 @@ def run_guarded(statement: str) -> subprocess.CompletedProcess:
                           cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.e2e  # fresh interpreters importing torch: too slow for make test-fast
 @pytest.mark.parametrize("module", ["trending_assets.bench.bert",
                                     "trending_assets.bench.bert_checks"])
 def test_gpu_scripts_import_nothing_beyond_torch_and_transformers(module: str) -> None:

@@ -17,6 +17,8 @@ from tests.helpers import REPO
 from trending_assets.bench import bert_checks as checks
 from trending_assets.ml import bert_loop
 
+pytestmark = pytest.mark.e2e  # the acceptance checks train BERT: too slow for make test-fast
+
 CPU = torch.device("cpu")
 
 

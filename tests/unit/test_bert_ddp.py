@@ -22,6 +22,8 @@ from trending_assets.ml.bert_checkpoint import Checkpointer, DirectoryCheckpoint
 from trending_assets.ml.bert_launch import train_bert_processes
 from trending_assets.ml.dataset import TitleSplits
 
+pytestmark = pytest.mark.e2e  # two torchrun processes: too slow for make test-fast
+
 TOLERANCE = 1e-4
 
 
