@@ -81,6 +81,7 @@ def trained(data, params) -> tuple[BertGenreModel, list[dict[str, float]], list[
     return training.model, training.history, logged
 
 
+@pytest.mark.e2e  # trains BERT: too slow for make test-fast
 def test_training_learns_separable_task(trained, data) -> None:
     model, history, logged = trained
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
@@ -105,6 +106,7 @@ def test_training_learns_separable_task(trained, data) -> None:
     assert len(epoch_logs) == 5 and {"train/loss", "val/loss"} <= set(epoch_logs[0])
 
 
+@pytest.mark.e2e  # trains BERT: too slow for make test-fast
 def test_predict_proba_shape_and_order(trained, data) -> None:
     model = trained[0]
     _, _, val_texts, _ = data
@@ -118,6 +120,7 @@ def test_predict_proba_shape_and_order(trained, data) -> None:
     assert model.predict_proba([]).shape == (0, 2)
 
 
+@pytest.mark.e2e  # trains BERT: too slow for make test-fast
 def test_save_load_round_trip(trained, data, tmp_path: Path) -> None:
     model = trained[0]
     _, _, val_texts, _ = data
@@ -137,6 +140,7 @@ def test_save_load_round_trip(trained, data, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.e2e  # trains BERT: too slow for make test-fast
 def test_same_seed_same_history(data, params) -> None:
     quick = replace(params, epochs=1)
     first = train_bert(*data, GENRES, quick).history
@@ -187,6 +191,7 @@ def test_bundled_minilm_loads_with_three_labels() -> None:
     assert ((proba >= 0) & (proba <= 1)).all()
 
 
+@pytest.mark.e2e  # trains BERT: too slow for make test-fast
 def test_warm_start_from_saved_model_with_other_genres(trained, data, params, tmp_path) -> None:
     trained[0].save(tmp_path / "previous")
     train_texts, train_labels, val_texts, val_labels = data
