@@ -29,13 +29,13 @@ XGBOOST_PATH = ["training_data", "data_splits", "tfidf_features", "reference_mod
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path,
              netflix: pd.DataFrame) -> Iterator[Pipeline]:
-    """A graph of its own for the challenger: it ingests a second batch and trains again.
-    Small random samples: a second batch of 150 titles drifts from the first 400 by chance,
-    so GOVERNANCE_CONFIG opens the drift gate."""
+    """A graph of its own for the challenger, which ingests a second batch and trains again;
+    only the XGBoost path, all the challenger reads. Small random samples: a second batch of
+    150 titles drifts from the first 400 by chance, so GOVERNANCE_CONFIG opens the drift gate."""
     sample = netflix.sample(550, random_state=1)
     with first_run(tmp_path_factory.mktemp("governance"), tiny_bert_dir,
                    {"batch-001.csv": sample.iloc[:400], "batch-002.csv": sample.iloc[400:]},
-                   GOVERNANCE_CONFIG) as run:
+                   GOVERNANCE_CONFIG, XGBOOST_PATH) as run:
         yield run
 
 

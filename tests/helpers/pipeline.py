@@ -83,9 +83,9 @@ class Pipeline:
 
 @contextmanager
 def first_run(root: Path, tiny_bert_dir: Path, batches: dict[str, pd.DataFrame],
-              config: dict) -> Iterator[Pipeline]:
-    """Land `batches` under `root`, ingest the first and train the whole graph on it, on a
-    fresh test instance; `first_run` holds that training run's result."""
+              config: dict, assets: list[str] | None = None) -> Iterator[Pipeline]:
+    """Land `batches` under `root`, ingest the first and train `assets` (default: the whole
+    graph) on it, on a fresh test instance; `first_run` holds that training run's result."""
     landing = root / "landing"
     landing.mkdir(parents=True)
     for name, frame in batches.items():
@@ -94,6 +94,6 @@ def first_run(root: Path, tiny_bert_dir: Path, batches: dict[str, pd.DataFrame],
     with instance_for_test() as instance:
         run = Pipeline(instance, load_settings("local", config_dir), landing)
         run.ingest([next(iter(batches))])
-        run.first_run = run.train()
+        run.first_run = run.train(assets)
         assert run.first_run.success
         yield run

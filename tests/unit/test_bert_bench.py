@@ -82,8 +82,9 @@ def test_three_ways_count_the_same_useful_work(monkeypatch: pytest.MonkeyPatch) 
         flops_per_sample = row.useful_tflops * 1e12 / row.samples_per_s
         assert flops_per_sample >= per_token * row.mean_tokens
     figures = bench.ratios(rows)
+    # ratios() rounds to 3 decimals: half a unit of the last one, whatever the ratio's size
     assert figures["ratio_vs_trainer_fp32"] == pytest.approx(
-        rows[2].samples_per_s / rows[0].samples_per_s, rel=1e-3)
+        rows[2].samples_per_s / rows[0].samples_per_s, abs=5e-4)
     assert figures["ratio_vs_best_trainer"] == pytest.approx(
-        rows[2].samples_per_s / max(rows[0].samples_per_s, rows[1].samples_per_s), rel=1e-3)
+        rows[2].samples_per_s / max(rows[0].samples_per_s, rows[1].samples_per_s), abs=5e-4)
     assert np.isfinite(list(figures.values())).all()
