@@ -7,7 +7,7 @@ export GX_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export WANDB_SILENT := true
 
-.PHONY: run test ui lint validate clean screenshots deploy-check image rehearse lock postgres
+.PHONY: run test test-fast ui lint validate clean screenshots deploy-check image rehearse lock postgres
 
 # Every direct and transitive dependency is pinned in the lock (`make lock` recompiles it);
 # installs take only those versions, so a fresh install next month is today's.
@@ -38,7 +38,7 @@ lock:
 		--annotation-style line --custom-compile-command "make lock" --quiet -o $(LOCK).new
 	sed 's/^torch==2.13.0+cpu /torch==2.13.0     /' $(LOCK).new > $(LOCK) && rm $(LOCK).new
 
-# tests/test_postgres_instance.py starts a real PostgreSQL server (initdb + pg_ctl): Debian's
+# tests/e2e/test_postgres_instance.py starts a real PostgreSQL server (initdb + pg_ctl): Debian's
 # package, installed once when missing (as chromium below).
 postgres:
 	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
@@ -67,6 +67,12 @@ test: $(VENV)/.installed-test $(CHROMIUM) postgres
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
+## make test-fast: ruff, then the unit and component layers (tests/unit, tests/component), without
+## the e2e-marked tests: no whole graph, CLI run, browser or database server
+test-fast: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest tests/unit tests/component -m "not e2e"
+
 ## make ui: the Dagster UI and daemon (dg dev) on http://127.0.0.1:$(PORT) with the local
 ## default; refuses at once when the port is taken or a daemon already runs on the instance
 PORT ?= 3000
@@ -74,9 +80,9 @@ ui: $(VENV)/.installed-run $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m trending_assets.ui_check --host 127.0.0.1 --port $(PORT) --dagster-home $(DAGSTER_HOME)
 	$(VENV)/bin/dg dev -h 127.0.0.1 -p $(PORT)
 
-## make screenshots: the README's UI pictures, taken by the browser test (tests/test_ui_browser.py)
+## make screenshots: the README's UI pictures, taken by the browser test (tests/e2e/test_ui_browser.py)
 screenshots: $(VENV)/.installed-test $(CHROMIUM)
-	$(PY) -m pytest tests/test_ui_browser.py -q
+	$(PY) -m pytest tests/e2e/test_ui_browser.py -q
 	mkdir -p docs/screenshots
 	cp $(addprefix test-artifacts/ui/,graph.png asset.png check_failure.png report_tables.png report.png) \
 		docs/screenshots/
@@ -91,8 +97,8 @@ validate: $(VENV)/.installed-run
 deploy-check: SHARED_CHART := $(abspath $(CURDIR)/../shared/vendor/dagster-chart)
 deploy-check: $(VENV)/.installed-test postgres
 	$(if $(wildcard $(SHARED_CHART)/Chart.yaml),TRENDING_HELM_CHART="$${TRENDING_HELM_CHART:-$(SHARED_CHART)}") \
-	$(PY) -m pytest tests/test_k8s_jobs.py tests/test_helm_values.py tests/test_deploy_files.py \
-		tests/test_postgres_instance.py
+	$(PY) -m pytest tests/component/test_k8s_jobs.py tests/unit/test_helm_values.py tests/unit/test_deploy_files.py \
+		tests/e2e/test_postgres_instance.py
 
 ## make rehearse: staging on this machine: PostgreSQL, S3 (moto) and a Kubernetes API stand-in
 ## that runs every step Job as a process; the CD smoke test runs in one of its pods

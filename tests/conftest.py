@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -11,18 +12,36 @@ import pytest
 import yaml
 from dagster import AssetsDefinition, asset
 
+from tests.helpers import REPO
+from tests.helpers.alerts import AlertReceiver
 from trending_assets.ml import families
 from trending_assets.ml.dataset import TitleSplits, assign_splits, build_training_table
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.rehearsal.stack import write_tiny_bert
 
-REPO = Path(__file__).resolve().parents[1]
+E2E = Path(__file__).resolve().parent / "e2e"
 NETFLIX = REPO / "trending_assets" / "data" / "netflix_titles_genres.csv.gz"
 
 # Libraries that would otherwise phone home or print progress bars.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The folder is the layer: everything under tests/e2e is `e2e`, so `-m "not e2e"` and
+    `make test-fast` select by layer. A `gpu` test is skipped where torch sees no CUDA device."""
+    cuda = None
+    for item in items:
+        if E2E in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+        if item.get_closest_marker("gpu"):
+            if cuda is None:
+                import torch
+
+                cuda = torch.cuda.is_available()
+            if not cuda:
+                item.add_marker(pytest.mark.skip(reason="no CUDA device"))
 
 
 @pytest.fixture(scope="session")
@@ -94,8 +113,16 @@ def pipeline_env(tmp_path: Path, tiny_bert_dir: Path, netflix: pd.DataFrame) -> 
 def dagster_ui(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path,
                netflix: pd.DataFrame):
     """A real dagster-webserver on a loopback port with a test instance and two landing
-    files, shared by the browser and GraphQL tests (see tests/dagster_ui.py)."""
-    from .dagster_ui import prepared_ui
+    files, shared by the browser and GraphQL tests (see tests/helpers/dagster_ui.py)."""
+    from tests.helpers.dagster_ui import prepared_ui
 
     with prepared_ui(tmp_path_factory.mktemp("dagster_ui"), tiny_bert_dir, netflix) as ui:
         yield ui
+
+
+@pytest.fixture
+def receiver() -> Iterator[AlertReceiver]:
+    """A webhook endpoint on loopback that records the alerts it is sent."""
+    server = AlertReceiver()
+    yield server
+    server.close()
