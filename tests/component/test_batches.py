@@ -11,24 +11,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from dagster import AssetSelection, instance_for_test
+from dagster import instance_for_test
 
 from resources.io_manager import StoredAssetsResource
 from resources.retirement import RetiredBatches
 from resources.storage import ArtifactStoreResource, LocalArtifactStore
-from tests.conftest import write_test_configs
 from tests.helpers import REPO
-from tests.helpers.pipeline import ingest, stored_table, train
+from tests.helpers.pipeline import DATA_ONLY, ingest, local_pipeline, stored_table, train
 from tests.helpers.sensors import Ticker
 from trending_assets.batches import StoredBatch, ingest_order, retire_command
 from trending_assets.checks.data_quality import batch_contributions, training_limits
 from trending_assets.checks.training_suite import validate_training_table
-from trending_assets.definitions import build_definitions
 from trending_assets.ml.dataset import build_training_table
 from trending_assets.ml.taxonomy import Taxonomy
 from trending_assets.settings import LandingSensorSettings, load_settings
 
-DATA_ONLY = AssetSelection.assets("training_data")
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC).timestamp()
 
 
@@ -43,20 +40,12 @@ def _land(path: Path, frame: pd.DataFrame, at: float) -> None:
     os.utime(path, (at, at))
 
 
-def _setup(tmp_path: Path, tiny_bert_dir: Path):
-    root = tmp_path / "root"
-    (root / "landing").mkdir(parents=True)
-    config_dir = write_test_configs(tmp_path / "configs", root, tiny_bert_dir)
-    settings = load_settings("local", config_dir)
-    return root, settings, build_definitions(settings)
-
-
 @pytest.mark.parametrize("fix_lands_last", [True, False])
 def test_two_files_in_one_tick_the_later_landing_wins(tmp_path, tiny_bert_dir, netflix,
                                                       fix_lands_last):
     """base.csv and a_fix.csv land together; ingested in name order (a_fix.csv first), the
     rows of whichever landed last win, whatever their names."""
-    root, settings, defs = _setup(tmp_path, tiny_bert_dir)
+    root, settings, defs = local_pipeline(tmp_path, tiny_bert_dir)
     base = netflix.iloc[:300]
     fix = base[base["genres"].str.contains("Dramas")].head(5).assign(
         description="A corrected synopsis about a lighthouse keeper.")
@@ -113,7 +102,7 @@ def test_repeated_ids_are_attributed_to_the_batch_that_repeats_them(netflix, tax
 @pytest.mark.e2e  # trains the graph: too slow for make test-fast
 def test_poison_batch_is_named_then_retired_then_removed(tmp_path, tiny_bert_dir, netflix,
                                                          capsys):
-    root, settings, defs = _setup(tmp_path, tiny_bert_dir)
+    root, settings, defs = local_pipeline(tmp_path, tiny_bert_dir)
     landing = root / "landing"
     _land(landing / "good.csv", netflix.iloc[1000:1700], T0)
     poison = netflix.iloc[3000:3060].assign(

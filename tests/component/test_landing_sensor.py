@@ -12,6 +12,7 @@ import pytest
 from dagster import DagsterInstance, SensorResult, instance_for_test
 
 from resources.storage import ArtifactStoreResource, LocalArtifactStore
+from tests.helpers.pipeline import DATA_ONLY, ingest, local_pipeline, train
 from tests.helpers.sensors import Ticker
 from trending_assets.assets.ingestion import landing_files, raw_titles
 from trending_assets.automation.landing import ETAG_TAG
@@ -230,10 +231,7 @@ def test_every_local_landing_file_is_ingested_or_listed(tmp_path: Path, tiny_ber
     """Top-level, nested, hidden and temporary files in a local landing folder: the nested
     one is ingested, the others are listed with their reason by the sensor's tick and on
     training_data; no file is in neither list."""
-    from .test_batches import DATA_ONLY, _setup
-    from .test_data_quality import _ingest, _train
-
-    root, settings, defs = _setup(tmp_path, tiny_bert_dir)
+    root, settings, defs = local_pipeline(tmp_path, tiny_bert_dir)
     landing = root / "landing"
     (landing / "sub" / ".partial").mkdir(parents=True)
     names = ["a.csv", "sub/b.csv", ".c.csv", "sub/.partial/d.csv", "e.csv.tmp"]
@@ -246,8 +244,8 @@ def test_every_local_landing_file_is_ingested_or_listed(tmp_path: Path, tiny_ber
         assert ingested == ["a.csv", "sub/b.csv"]
         skipped = {".c.csv": HIDDEN, "sub/.partial/d.csv": HIDDEN, "e.csv.tmp": HIDDEN}
         assert skipped_on_raw_titles(instance) == skipped
-        _ingest(defs, instance, LocalArtifactStore(landing), ingested)
-        result = _train(settings, instance, selection=DATA_ONLY)
+        ingest(defs, instance, LocalArtifactStore(landing), ingested)
+        result = train(settings, instance, selection=DATA_ONLY)
         meta = result.get_asset_materialization_events()[0].materialization.metadata
     assert meta["batches"].value == ["a.csv", "sub/b.csv"]
     listed = {r.data["key"]: r.data["reason"] for r in meta[SKIPPED_FILES].value.records}

@@ -32,6 +32,17 @@ def ingest(defs, instance: DagsterInstance, store, names: list[str]) -> dict[str
 
 TRAINING = (AssetSelection.assets("registered_xgboost_model").upstream()
             - AssetSelection.assets("raw_titles"))
+DATA_ONLY = AssetSelection.assets("training_data")
+
+
+def local_pipeline(tmp_path: Path, tiny_bert_dir: Path):
+    """A local root with an empty landing folder, its test configuration, the settings and
+    the Definitions built from them."""
+    root = tmp_path / "root"
+    (root / "landing").mkdir(parents=True)
+    config_dir = write_test_configs(tmp_path / "configs", root, tiny_bert_dir)
+    settings = load_settings("local", config_dir)
+    return root, settings, build_definitions(settings)
 
 
 def train(settings: Settings, instance: DagsterInstance, selection=TRAINING,
