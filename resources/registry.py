@@ -282,6 +282,12 @@ class ModelRegistry:
         """Current alias -> version, replayed from the event history."""
         return _replay(self.alias_history(model))
 
+    def alias_holder(self, model: str, alias: str) -> dict[str, Any] | None:
+        """The move that put `alias` where it points now (version, at, reason, previous),
+        or None when it was never set."""
+        moves = [m for m in self.alias_history(model) if m["alias"] == alias]
+        return moves[-1] if moves else None
+
     def champion(self, model: str) -> int | None:
         """The version holding the production alias, if any."""
         return self.aliases(model).get(CHAMPION_ALIAS)

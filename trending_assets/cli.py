@@ -42,6 +42,7 @@ from trending_assets.exits import exit_on_config_error
 from trending_assets.governance import complete_wandb_links, reproduce_version
 from trending_assets.ml import families
 from trending_assets.ml.reproduce import ReproductionError
+from trending_assets.production import ProductionRow, production_rows
 from trending_assets.retraining import current_fingerprint, decide_retrain
 from trending_assets.settings import ConfigError, Settings, dagster_home, load_settings
 from trending_assets.stale_runs import cli_process_tags, fail_dead_cli_runs
@@ -172,18 +173,31 @@ def _latest_check(instance: DagsterInstance, asset: str, check: str) -> str:
     return f"FAILED: {getattr(evaluation, 'description', None) or 'see the Dagster UI'}"
 
 
-def format_summary(rows: list[SummaryRow]) -> str:
-    header = ("model", "test macro-F1", "test micro-F1", "gate", "registry version")
-    cells = [header] + [
-        (r.model, "-" if r.macro_f1 is None else f"{r.macro_f1:.3f}",
-         "-" if r.micro_f1 is None else f"{r.micro_f1:.3f}", r.gate, r.version)
-        for r in rows
-    ]
+def text_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Columns padded to their widest cell, a rule under the header."""
+    cells = [header, *rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
              for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def format_summary(rows: list[SummaryRow]) -> str:
+    return text_table(
+        ("model", "test macro-F1", "test micro-F1", "gate", "registry version"),
+        [(r.model, "-" if r.macro_f1 is None else f"{r.macro_f1:.3f}",
+          "-" if r.micro_f1 is None else f"{r.micro_f1:.3f}", r.gate, r.version)
+         for r in rows])
+
+
+def format_production(rows: list[ProductionRow]) -> str:
+    """Which version of each registered family is in production, since when, why, and
+    what it replaced."""
+    return text_table(
+        ("in production", "version", "since", "replaced", "why"),
+        [(r.model, "-" if r.version is None else f"v{r.version}", r.since_minutes,
+          "-" if r.replaced is None else f"v{r.replaced}", r.reason) for r in rows])
 
 
 def run(force: bool, verbose: bool = False) -> int:
@@ -238,6 +252,8 @@ def _run_locked(settings: Settings, force: bool, verbose: bool) -> int:
         print(f"training run {run_id}: {state}")
     print()
     print(format_summary(summarize(instance, run_id)))
+    print()
+    print(format_production(production_rows(storage_resources(settings).registry.open())))
     # A refused model is a result (exit 0, the summary says why); 1 is for a failed run,
     # 130 (the shell's Ctrl-C status) for one stopped by an interrupt.
     if run_id is None or result.success:
@@ -323,6 +339,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"{len(linked)} pending link(s) completed")
         return 0
     print(format_summary(summarize(DagsterInstance.get(), None)))
+    print()
+    print(format_production(production_rows(
+        storage_resources(load_settings()).registry.open())))
     return 0
 
 

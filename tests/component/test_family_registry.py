@@ -30,6 +30,7 @@ from trending_assets.ml import families
 from trending_assets.ml.families import ModelFamily, extra_family
 from trending_assets.ml.linear import LinearParams
 from trending_assets.ml.tfidf import TfidfEncoder, TfidfFeatures
+from trending_assets.production import production_row
 from trending_assets.settings import ConfigError, load_settings
 
 CENTROIDS_FILE = "centroids.npz"
@@ -110,10 +111,17 @@ def test_an_added_family_trains_evaluates_and_registers(tmp_path: Path, tiny_ber
     registered = metadata(result, "registered_centroid_model")
     assert (registered["model_name"], registered["version"], registered["registered"]) == (
         "trending-now-centroid", 1, True)
+    # A person reads the decision first, and what is in production as `cli summary` says it.
+    assert list(registered)[:5] == ["decision", "version", "aliases", "reason", "in_production"]
+    registry = build_resources(settings)["registry"].open()
+    production = production_row(registry, "centroid")
+    assert registered["in_production"] == production.describe()
+    assert production.version == (1 if "production" in registered["aliases"] else None)
+    assert registered["macro_f1"] == round(evaluation["macro_f1"], 3)
     # The registered files load through the family's class and score as trained.
     downloaded = tmp_path / "downloaded"
     downloaded.mkdir()
-    build_resources(settings)["registry"].open().download("trending-now-centroid", 1, downloaded)
+    registry.download("trending-now-centroid", 1, downloaded)
     loaded = CentroidGenreModel.load(downloaded)
     trained = result.output_for_node("centroid_model")
     texts = splits.texts("test")[:20]

@@ -41,9 +41,9 @@ from trending_assets.ml import families
 from trending_assets.ml.dataset import TitleSplits
 from trending_assets.ml.gate import Blessing, Override
 from trending_assets.ml.report import EvaluationResult
+from trending_assets.production import production_row
 from trending_assets.settings import SettingsResource
 
-MODEL_NAME_PREFIX = "trending-now"
 # Bump when what the assets compute changes (see trending_assets/assets/__init__.py).
 REGISTRATION_CODE_VERSION = "3"
 
@@ -74,7 +74,7 @@ def upstream_record(context: AssetExecutionContext, stored_assets: StoredAssetsR
 
 
 def registered_model_asset(family: str, model_type: type) -> AssetsDefinition:
-    model_name = f"{MODEL_NAME_PREFIX}-{family}"
+    model_name = families.registry_model_name(family)
     asset_name = f"registered_{family}_model"
 
     @asset(
@@ -132,22 +132,26 @@ def registered_model_asset(family: str, model_type: type) -> AssetsDefinition:
                     store.document(model_name, version, "model_card.md").decode()),
                 "wandb_registry_link": "not mirrored" if link is None else link["status"],
             }
+        # What a person asks first leads (the UI lists metadata in this order): the
+        # decision, the version, its aliases, why, and what is in production now.
         return MaterializeResult(metadata={
-            **as_metadata(fields, figures),
-            "model_name": model_name,
-            "version": version,
             "decision": blessing.decision,
-            "registered": version is not None,
-            "reason": blessing.first_reason,
-            "failed_criteria": [c.name for c in blessing.failed],
+            "version": version,
             "aliases": blessing.aliases,
+            "reason": blessing.first_reason,
+            "in_production": production_row(store, family).describe(),
+            "model_name": model_name,
+            "registered": version is not None,
+            "failed_criteria": [c.name for c in blessing.failed],
             "blessing": MetadataValue.md(blessing.to_markdown()),
             "champion_version": None if champion is None else champion.version,
             "forced_by": None if not blessing.override else blessing.override["author"],
-            "macro_f1": evaluation.macro_f1,
-            "micro_f1": evaluation.micro_f1,
+            # Rounded for people; the evaluation asset stores the full figures.
+            "macro_f1": round(evaluation.macro_f1, 3),
+            "micro_f1": round(evaluation.micro_f1, 3),
             **stored,
             "upstream": MetadataValue.json(upstream),
+            **as_metadata(fields, figures),
         })
 
     return _registered

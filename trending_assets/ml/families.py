@@ -91,6 +91,11 @@ def family(name: str) -> ModelFamily:
     return FAMILIES[name]
 
 
+def registry_model_name(name: str) -> str:
+    """The family's model name in the registry (and in W&B)."""
+    return f"trending-now-{name}"
+
+
 def names() -> tuple[str, ...]:
     return tuple(FAMILIES)
 

@@ -21,7 +21,7 @@ import pandas as pd
 from resources.registry import ModelRegistry
 from trending_assets import cli
 from trending_assets.exits import exit_on_config_error
-from trending_assets.ml.families import registered_names
+from trending_assets.ml.families import registered_names, registry_model_name
 from trending_assets.settings import Settings, load_settings
 from trending_assets.storage_resources import storage_resources
 
@@ -46,7 +46,7 @@ def put_sample(settings: Settings, titles: int, name: str) -> str:
 
 
 def registry_versions(registry: ModelRegistry) -> dict[str, list[int]]:
-    return {f"trending-now-{f}": registry.versions(f"trending-now-{f}")
+    return {registry_model_name(f): registry.versions(registry_model_name(f))
             for f in REGISTERED_FAMILIES}
 
 
