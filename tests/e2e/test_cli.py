@@ -48,6 +48,10 @@ def test_run_seeds_once_processes_new_files_and_summarizes(tmp_path, tiny_bert_d
     assert set(rows) == {"reference", "xgboost", "bert"}
     assert "v1 (staging)" in rows["xgboost"] and "v1 (staging)" in rows["bert"]
     assert all("passed" in row for row in rows.values())
+    # Staging only: the shipped gates leave production to a person, and the summary says so.
+    production = {line.split()[0]: line for line in lines if line.startswith("trending-now-")}
+    assert set(production) == {"trending-now-xgboost", "trending-now-bert"}
+    assert all(row.endswith("no version holds production yet") for row in production.values())
     macro = float(rows["reference"].split()[1])
     assert 0.2 < macro <= 1.0  # the real reference model on the real sample
     # The runs' console log says what each long step does, at INFO; no DEBUG events.
