@@ -74,6 +74,7 @@ CENTROID = ModelFamily(
 FLOORS_OFF = {"min_macro_f1": 0.0, "min_micro_f1": 0.0, "genre_floor": None, "slices": []}
 
 
+@pytest.mark.e2e  # trains and registers through the generated assets: slow for test-fast
 def test_an_added_family_trains_evaluates_and_registers(tmp_path: Path, tiny_bert_dir: Path,
                                                         netflix: pd.DataFrame) -> None:
     root = tmp_path / "root"

@@ -22,6 +22,10 @@ BOOSTER = b"booster-bytes-" * 64
 GENRES = b'["Drama", "Comedy"]'
 NOW = timedelta(0)  # grace period 0: every leftover counts at once
 
+# The S3 variant makes hundreds of round trips to the moto server: e2e, not test-fast.
+S3_SLOW = pytest.mark.parametrize(
+    "store", ["local", pytest.param("s3", marks=pytest.mark.e2e)], indirect=True)
+
 
 class Killed(RuntimeError):
     """The process 'died' just before a write."""
@@ -169,6 +173,7 @@ class _Files:
 # --- killed writes --------------------------------------------------------------------
 
 
+@S3_SLOW
 def test_killed_at_every_write_point_never_contradicts(store: ArtifactStore) -> None:
     v2_files = {"booster.ubj": b"v2-booster", "genres.json": GENRES}  # genres.json reused
     counting = KillingStore(store)
@@ -265,6 +270,7 @@ def test_cli_registry_verify_and_repair(tmp_path: Path, monkeypatch: pytest.Monk
     assert capsys.readouterr().out.rstrip().endswith("no problems")
 
 
+@S3_SLOW
 def test_repair_killed_at_every_write_point_is_finished_by_the_next(
         store: ArtifactStore) -> None:
     """A registration killed before its commit (v3), then v2 (production) damaged: repair

@@ -27,7 +27,12 @@ from trending_assets.ml.tfidf import TfidfEncoder, TfidfParams
 WORKERS = 20
 MODEL = "trending-now-xgboost"
 
+# The S3 variant makes hundreds of round trips to the moto server: e2e, not test-fast.
+S3_SLOW = pytest.mark.parametrize(
+    "store", ["local", pytest.param("s3", marks=pytest.mark.e2e)], indirect=True)
 
+
+@S3_SLOW
 def test_twenty_concurrent_registrations(store: ArtifactStore) -> None:
     """20 threads register at once, each with its own files, documents naming their own
     version, and a move of `staging`: 20 distinct versions, nothing lost or torn, and an
