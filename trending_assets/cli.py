@@ -139,15 +139,13 @@ def summarize(instance: DagsterInstance, run_id: str | None) -> list[SummaryRow]
             version = "not registered (baseline)"
         elif registered and same_run and registered.get("version") is None:
             version = "not registered (refused)"
-        elif registered and same_run:
-            held = ", ".join(registered["aliases"]) or registered.get("decision", "no alias")
-            version = f"v{registered['version']} ({held})"
         elif registered.get("version") is not None:
-            # The registry still holds what an earlier run registered; say so rather than
-            # "not registered", which `cli summary` would contradict.
             held = ", ".join(registered.get("aliases") or []) or registered.get("decision",
                                                                                 "no alias")
-            version = f"v{registered['version']} ({held}; from an earlier run)"
+            # A version an earlier run registered is still held: say so rather than
+            # "not registered", which `cli summary` would contradict.
+            earlier = "" if same_run else "; from an earlier run"
+            version = f"v{registered['version']} ({held}{earlier})"
         else:
             version = "not registered"
         rows.append(SummaryRow(family, evaluation.get("macro_f1"), evaluation.get("micro_f1"),
